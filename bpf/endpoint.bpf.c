@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Programs on the host side of each container's veth: from_container at TC ingress. */
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/metrics.h"
+#include "lib/parse.h"
+#include "lib/endpoint.h"
+
+/* Traffic leaving a container: same-host IPv4 destinations are redirected
+ * straight into the destination container; everything else goes to the stack. */
+SEC("tc")
+int from_container(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct endpoint_info *ep;
+	struct pkt p = {};
+	int ret;
+
+	ret = parse_pkt(data, data_end, &p);
+	if (ret < 0)
+		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+	if (!p.ip4)
+		return metrics_tc_exit(skb, TC_ACT_OK, REASON_PASS_NON_IP);
+	ep = ep4_lookup(p.ip4->daddr);
+	if (!ep)
+		return metrics_tc_exit(skb, TC_ACT_OK, REASON_PASS);
+	ret = ep4_redirect(&p, ep);
+	if (ret < 0)
+		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+	return metrics_tc_exit(skb, ret, REASON_REDIRECT);
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Local endpoints: look an IPv4 destination up and deliver straight into its container. */
+#ifndef PYDP_LIB_ENDPOINT_H
+#define PYDP_LIB_ENDPOINT_H
+
+#include "lib/maps.h"
+#include "lib/parse.h"
+
+/* Load-time constant: 1 to deliver with bpf_redirect_peer (into the container's
+ * netns, skipping the host's stack and a backlog queue), 0 for bpf_redirect to
+ * the host-side veth's egress (the peer then receives it). */
+const volatile __u32 CFG_REDIRECT_PEER = 1;
+
+static __always_inline struct endpoint_info *ep4_lookup(__be32 addr)
+{
+	struct endpoint_key key = { .addr = addr };
+
+	return bpf_map_lookup_elem(&pydp_endpoints, &key);
+}
+
+/* Rewrite the destination MAC to the endpoint's and redirect to it. Returns the
+ * TC verdict, or -DROP_REDIRECT when the helper refuses. */
+static __always_inline int ep4_redirect(struct pkt *p, const struct endpoint_info *ep)
+{
+	long ret;
+
+	__builtin_memcpy(p->eth->h_dest, ep->mac, ETH_ALEN);
+	if (CFG_REDIRECT_PEER)
+		ret = bpf_redirect_peer(ep->ifindex, 0);
+	else
+		ret = bpf_redirect(ep->ifindex, 0);
+	if (ret != TC_ACT_REDIRECT)
+		return -DROP_REDIRECT;
+	return TC_ACT_REDIRECT;
+}
+
+#endif

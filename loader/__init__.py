@@ -1,0 +1,45 @@
+"""pydp.loader: libbpf through cffi — open, load, pin, attach, replace, test-run."""
+
+from __future__ import annotations
+
+from pydp.loader.attach import (
+    TC_HANDLE,
+    TC_PRIORITY,
+    Attachment,
+    attach_tc,
+    attach_xdp,
+    detach_tc,
+    detach_xdp,
+    tc_attached,
+    xdp_attached,
+)
+from pydp.loader.btf import Btf
+from pydp.loader.maps import Map, num_possible_cpus
+from pydp.loader.object import BpfObject, Program, object_dir
+from pydp.loader.pin import DEFAULT_ROOT, bpffs_root, ensure_root, is_bpffs, remove_root
+from pydp.loader.prog_run import RunResult, test_run
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "TC_HANDLE",
+    "TC_PRIORITY",
+    "Attachment",
+    "BpfObject",
+    "Btf",
+    "Map",
+    "Program",
+    "RunResult",
+    "attach_tc",
+    "attach_xdp",
+    "bpffs_root",
+    "detach_tc",
+    "detach_xdp",
+    "ensure_root",
+    "is_bpffs",
+    "num_possible_cpus",
+    "object_dir",
+    "remove_root",
+    "tc_attached",
+    "test_run",
+    "xdp_attached",
+]

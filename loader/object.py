@@ -1,0 +1,204 @@
+"""A compiled BPF object: open, set load-time constants, pin maps, load, find programs."""
+
+from __future__ import annotations
+
+import errno as E
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydp.errors import DatapathError, NotFoundError, VerifierError
+from pydp.loader._libbpf import ffi, last_warning, lib
+from pydp.loader.btf import Btf
+from pydp.loader.maps import Map
+from pydp.loader.pin import bpffs_root, ensure_root
+
+__all__ = ["BpfObject", "Program", "object_dir"]
+
+log = logging.getLogger(__name__)
+
+LOG_BUF_SIZE = 1 << 20  # verifier log kept per program on a failed load
+LOG_TAIL_LINES = 20  # lines of the log quoted in a VerifierError message
+
+
+def object_dir() -> Path:
+    """Where ``make bpf`` puts the compiled objects (``$PYDP_BPF_DIR`` overrides)."""
+    import os
+
+    env = os.environ.get("PYDP_BPF_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "build" / "bpf"
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """A loaded program: its name, fd and kernel type (enum bpf_prog_type)."""
+
+    name: str
+    fd: int
+    prog_type: int
+    section: str
+
+    @property
+    def id(self) -> int:
+        info = ffi.new("struct pydp_prog_info *")
+        size = ffi.new("uint32_t *", ffi.sizeof("struct pydp_prog_info"))
+        if lib.bpf_obj_get_info_by_fd(self.fd, info, size) != 0:
+            raise DatapathError.from_errno(f"read info of program {self.name}", ffi.errno)
+        return int(info.id)
+
+
+class BpfObject:
+    """One ELF object from build/bpf, opened with its pinned maps under a bpffs root.
+
+    Maps declared ``LIBBPF_PIN_BY_NAME`` are pinned as ``<root>/<map name>``; on
+    a reload the pinned maps are reused, contents included, so traffic sees no gap.
+    """
+
+    def __init__(self, path: Path | str, pin_root: Path | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_absolute() and not self.path.exists():
+            self.path = object_dir() / self.path
+        self.pin_root = pin_root or bpffs_root()
+        self.loaded = False
+        self._maps: dict[str, Map] = {}
+        last_warning(reset=True)
+        obj = lib.bpf_object__open_file(str(self.path).encode(), ffi.NULL)
+        if obj == ffi.NULL:
+            err = ffi.errno or E.EINVAL
+            why = "run `make bpf`" if err == E.ENOENT else last_warning() or "not a BPF object"
+            raise DatapathError(f"open BPF object {self.path}: {why}", err)
+        self._obj = obj
+        self._log_bufs: list[Any] = []
+        self._pinned = self._set_pin_paths()
+
+    def _set_pin_paths(self) -> bool:
+        pinned = False
+        m = lib.bpf_object__next_map(self._obj, ffi.NULL)
+        while m != ffi.NULL:
+            if lib.bpf_map__pin_path(m) != ffi.NULL:
+                name = ffi.string(lib.bpf_map__name(m)).decode()
+                lib.bpf_map__set_pin_path(m, str(self.pin_root / name).encode())
+                pinned = True
+            m = lib.bpf_object__next_map(self._obj, m)
+        return pinned
+
+    def _programs(self) -> list[Any]:
+        out = []
+        p = lib.bpf_object__next_program(self._obj, ffi.NULL)
+        while p != ffi.NULL:
+            out.append(p)
+            p = lib.bpf_object__next_program(self._obj, p)
+        return out
+
+    def _rodata_map(self) -> Any:
+        m = lib.bpf_object__next_map(self._obj, ffi.NULL)
+        while m != ffi.NULL:
+            name = ffi.string(lib.bpf_map__name(m)).decode()
+            if lib.bpf_map__is_internal(m) and name.endswith(".rodata"):
+                return m
+            m = lib.bpf_object__next_map(self._obj, m)
+        raise NotFoundError(f"object {self.path.name}: no .rodata section")
+
+    def set_rodata(self, name: str, value: int | bytes) -> None:
+        """Set a ``const volatile`` load-time constant; only between open and load."""
+        if self.loaded:
+            raise DatapathError(f"set {name} in {self.path.name}: the object is loaded already")
+        btf = Btf(lib.bpf_object__btf(self._obj), owned=False)
+        var = next((v for v in btf.datasec(".rodata") if v.name == name), None)
+        if var is None:
+            raise NotFoundError(f"object {self.path.name}: no load-time constant {name}")
+        raw = value if isinstance(value, bytes) else value.to_bytes(var.size, "little")
+        if len(raw) != var.size:
+            raise DatapathError(f"set {name}: {len(raw)} bytes given, it holds {var.size}")
+        m = self._rodata_map()
+        size = ffi.new("size_t *")
+        data = bytearray(ffi.buffer(lib.bpf_map__initial_value(m, size), size[0]))
+        data[var.offset : var.offset + var.size] = raw
+        if lib.bpf_map__set_initial_value(m, bytes(data), len(data)) != 0:
+            raise DatapathError.from_errno(f"set {name} in {self.path.name}", ffi.errno)
+
+    def load(self) -> BpfObject:
+        """Load every program (verifier) and create or reuse the pinned maps."""
+        if self._pinned:
+            ensure_root(self.pin_root)
+        progs = self._programs()
+        for p in progs:
+            buf = ffi.new("char[]", LOG_BUF_SIZE)
+            self._log_bufs.append(buf)
+            lib.bpf_program__set_log_buf(p, buf, LOG_BUF_SIZE)
+        last_warning(reset=True)
+        ret = lib.bpf_object__load(self._obj)
+        if ret != 0:
+            self._raise_load_error(-ret, progs)
+        self.loaded = True
+        log.info("loaded %s (pins under %s)", self.path.name, self.pin_root)
+        return self
+
+    def _raise_load_error(self, err: int, progs: list[Any]) -> None:
+        for p, buf in zip(progs, self._log_bufs, strict=True):
+            text = ffi.string(buf).decode(errors="replace").strip()
+            if text:
+                name = ffi.string(lib.bpf_program__name(p)).decode()
+                tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+                raise VerifierError(
+                    f"load program {name} from {self.path.name}: verifier rejected it "
+                    f"({E.errorcode.get(err, err)}):\n{tail}",
+                    program=name,
+                    log=text,
+                    errno=err,
+                )
+        why = last_warning() or E.errorcode.get(err, str(err))
+        raise DatapathError.from_errno(f"load {self.path.name} ({why})", err)
+
+    def program(self, name: str) -> Program:
+        """A loaded program by its C function name."""
+        for p in self._programs():
+            if ffi.string(lib.bpf_program__name(p)).decode() == name:
+                if not self.loaded:
+                    raise DatapathError(f"program {name}: the object is not loaded")
+                return Program(
+                    name,
+                    lib.bpf_program__fd(p),
+                    lib.bpf_program__type(p),
+                    ffi.string(lib.bpf_program__section_name(p)).decode(),
+                )
+        raise NotFoundError(f"object {self.path.name}: no program {name}")
+
+    @property
+    def programs(self) -> dict[str, Program]:
+        names = [ffi.string(lib.bpf_program__name(p)).decode() for p in self._programs()]
+        return {n: self.program(n) for n in names}
+
+    def map(self, name: str) -> Map:
+        """A map of the loaded object by name; valid while the object is open."""
+        if name in self._maps:
+            return self._maps[name]
+        m = lib.bpf_object__next_map(self._obj, ffi.NULL)
+        while m != ffi.NULL:
+            if ffi.string(lib.bpf_map__name(m)).decode() == name:
+                fd = lib.bpf_map__fd(m)
+                if fd < 0:
+                    raise DatapathError(f"map {name}: the object is not loaded")
+                self._maps[name] = Map(fd)
+                return self._maps[name]
+            m = lib.bpf_object__next_map(self._obj, m)
+        raise NotFoundError(f"object {self.path.name}: no map {name}")
+
+    def close(self) -> None:
+        """Release the object; pinned maps and attached programs stay in the kernel."""
+        if self._obj != ffi.NULL:
+            lib.bpf_object__close(self._obj)
+            self._obj = ffi.NULL
+            self._maps.clear()
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,45 @@
+"""The endpoint map: a local container's IPv4 address -> its veth and MAC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from netaddr import EUI, IPAddress, mac_unix_expanded
+
+from pydp.maps.base import TypedMap
+
+__all__ = ["ENDPOINT_MAP", "Endpoint", "EndpointMap"]
+
+ENDPOINT_MAP = "pydp_endpoints"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a local endpoint's traffic is delivered."""
+
+    ifindex: int  # host-side veth; traffic is delivered to its peer
+    mac: EUI  # the container interface's MAC
+    flags: int = 0
+
+
+class EndpointMap(TypedMap[IPAddress, Endpoint]):
+    """``pydp_endpoints``: IPv4 address -> Endpoint."""
+
+    key_type = "struct endpoint_key"
+    value_type = "struct endpoint_info"
+
+    def encode_key(self, key: IPAddress) -> tuple[Any, ...]:
+        if key.version != 4:
+            raise ValueError(f"endpoint address must be IPv4, got {key}")
+        return (int(key),)
+
+    def decode_key(self, fields: tuple[Any, ...]) -> IPAddress:
+        return IPAddress(fields[0], 4)
+
+    def encode_value(self, value: Endpoint) -> tuple[Any, ...]:
+        return (value.ifindex, value.flags, value.mac.packed)
+
+    def decode_value(self, fields: tuple[Any, ...]) -> Endpoint:
+        ifindex, flags, mac = fields
+        return Endpoint(ifindex, EUI(mac.hex(), dialect=mac_unix_expanded), flags)

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Verdicts and drop reasons, and the per-CPU counters the programs keep for each. */
+#ifndef PYDP_MAPS_METRICS_H
+#define PYDP_MAPS_METRICS_H
+
+/* Index into pydp_metrics. Values below DROP_BASE are verdicts that let the
+ * packet go on; DROP_BASE and above are drops. Helpers return 0 to go on or
+ * the negated DROP_* value; entry programs count exactly one reason per packet.
+ * Append only: the numbers are part of the kernel/user contract. */
+enum pydp_reason {
+	REASON_PASS = 0,       /* handed to the kernel's stack (TC_ACT_OK / XDP_PASS) */
+	REASON_REDIRECT = 1,   /* redirected to a local endpoint */
+	REASON_PASS_NON_IP = 2, /* not IPv4 (ARP, IPv6, ...): handed to the stack */
+	DROP_BASE = 128,
+	DROP_INVALID_ETH = 129, /* Ethernet header truncated */
+	DROP_INVALID_IP = 130,  /* IPv4 header truncated, ihl < 5, or version != 4 */
+	DROP_INVALID_L4 = 131,  /* TCP/UDP/ICMP header truncated */
+	DROP_REDIRECT = 132,    /* the redirect helper refused the target */
+};
+
+#define PYDP_METRICS_MAX 256 /* entries in pydp_metrics: one per enum pydp_reason value */
+
+/* Value of pydp_metrics (per-CPU array indexed by enum pydp_reason). */
+struct metrics_value {
+	__u64 packets; /* packets counted with this reason */
+	__u64 bytes;   /* their bytes, as skb->len / XDP frame length */
+};
+
+#endif
