@@ -53,6 +53,11 @@ class MetricsMap(TypedMap[int, Counter]):
     def decode_value(self, fields: tuple[Any, ...]) -> Counter:
         return Counter(fields[0], fields[1])
 
+    def counter(self, reason: str | int) -> Counter:
+        """The summed counter of one reason, by name (``DROP_INVALID_IP``) or number."""
+        key = REASONS[reason] if isinstance(reason, str) else reason
+        return self.get(key, Counter(0, 0))
+
     def nonzero(self) -> dict[str, Counter]:
         """Reasons with at least one packet, by name."""
         return {reason_name(k): c for k, c in sorted(self.snapshot().items()) if c.packets}

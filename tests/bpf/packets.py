@@ -1,0 +1,67 @@
+"""Packet tables for BPF_PROG_TEST_RUN: one case per row, decoded on failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from netaddr import EUI, IPAddress
+from scapy.layers.l2 import Ether
+
+from pydp.loader import Program, test_run
+from pydp.maps import Counter, Endpoint, EndpointMap, MetricsMap, reason_name
+
+TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
+VERDICTS = {TC_ACT_OK: "TC_ACT_OK", TC_ACT_SHOT: "TC_ACT_SHOT", TC_ACT_REDIRECT: "TC_ACT_REDIRECT"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: what is in the maps, what goes in, what must come out and be counted."""
+
+    desc: str
+    packet: bytes
+    verdict: int
+    reason: str  # the enum pydp_reason name counted once for this packet
+    expect: bytes | Callable[[bytes], bytes] | None = None  # None: unchanged
+    endpoints: Mapping[IPAddress, Endpoint] = field(default_factory=dict)
+
+    def expected_output(self) -> bytes:
+        if self.expect is None:
+            return self.packet
+        return self.expect(self.packet) if callable(self.expect) else self.expect
+
+
+def decode(raw: bytes) -> str:
+    """A packet as scapy shows it, for failure messages."""
+    try:
+        return str(Ether(raw).show2(dump=True))
+    except Exception as e:  # a malformed packet is still worth a hex dump
+        return f"<undecodable: {e}> {raw.hex()}"
+
+
+def run_case(program: Program, endpoints: EndpointMap, metrics: MetricsMap, case: Case) -> None:
+    """Set the maps up, run the program once, check verdict, output bytes and counter."""
+    endpoints.clear()
+    endpoints.update_batch({IPAddress(ip): ep for ip, ep in case.endpoints.items()})
+    before = metrics.counter(case.reason)
+    result = test_run(program, case.packet)
+    assert result.verdict == case.verdict, (
+        f"{case.desc}: verdict {VERDICTS.get(result.verdict, result.verdict)}, "
+        f"expected {VERDICTS.get(case.verdict, case.verdict)}"
+    )
+    want = case.expected_output()
+    assert result.packet == want, (
+        f"{case.desc}: output differs\n--- got\n{decode(result.packet)}\n"
+        f"--- expected\n{decode(want)}"
+    )
+    after = metrics.counter(case.reason)
+    assert after.packets - before.packets == 1, f"{case.desc}: {case.reason} not counted once"
+    assert after.bytes - before.bytes == len(case.packet)
+
+
+def mac(text: str) -> EUI:
+    return EUI(text)
+
+
+__all__ = ["Case", "Counter", "decode", "mac", "reason_name", "run_case"]
