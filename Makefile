@@ -5,7 +5,7 @@ SHELL       := /bin/bash
 VENV        := .venv
 PY          := $(VENV)/bin/python
 APT_PKGS    := clang llvm libbpf-dev libbpf1 bpftool iproute2 iperf3 tshark dnsutils \
-               socat curl tcpdump ethtool busybox-static python3-venv python3-dev gcc
+               socat curl iputils-ping tcpdump ethtool busybox-static python3-venv python3-dev gcc
 ARCH_INC    := /usr/include/$(shell uname -m)-linux-gnu
 BPF_SRCS    := $(wildcard bpf/*.bpf.c)
 BPF_OBJS    := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRCS))
@@ -47,10 +47,17 @@ build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) build/.deps
 demo: setup
 	$(PY) -m pydp.demo
 
+# mypy cannot follow setuptools' package-dir mapping through an editable
+# install, so it checks a link tree shaped like the installed package.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy -p pydp
+	@rm -rf build/typecheck && mkdir -p build/typecheck/pydp
+	@for f in pydp/*; do ln -s $(CURDIR)/$$f build/typecheck/pydp/; done
+	@ln -s $(CURDIR)/loader build/typecheck/pydp/loader
+	@ln -s $(CURDIR)/maps build/typecheck/pydp/maps
+	cd build/typecheck && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
+		--cache-dir $(CURDIR)/build/.mypy_cache -p pydp
 
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit tests/layout $(PYTEST_ARGS)

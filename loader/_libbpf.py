@@ -133,7 +133,6 @@ lib: Any = _open()
 _libc: Any = ffi.dlopen(None)
 
 
-@ffi.callback("int(int, const char *, void *)")
 def _print(level: int, fmt: Any, args: Any) -> int:
     buf = ffi.new("char[]", 4096)
     _libc.vsnprintf(buf, 4096, fmt, args)
@@ -158,12 +157,13 @@ def last_warning(reset: bool = False) -> str:
     return text
 
 
-lib.libbpf_set_print(_print)
+_print_cb = ffi.callback("int(int, const char *, void *)", _print)  # kept alive here
+lib.libbpf_set_print(_print_cb)
 
 
 def errno() -> int:
     """The calling thread's errno as libbpf left it."""
-    return ffi.errno
+    return int(ffi.errno)
 
 
 def check(ret: int, operation: str, cls: type[PydpError] = DatapathError) -> int:

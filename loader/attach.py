@@ -199,7 +199,9 @@ def detach_tc(ifindex: int, direction: Direction = "ingress", root: Path | None 
     if fd >= 0:
         try:
             if lib.bpf_link_detach(fd) != 0 and ffi.errno not in (E.ENOLINK, E.ENODEV):
-                raise AttachError.from_errno(f"detach tc {_where(None, ifindex, direction)}", ffi.errno)
+                raise AttachError.from_errno(
+                    f"detach tc {_where(None, ifindex, direction)}", ffi.errno
+                )
         finally:
             os.close(fd)
         pin.unlink(missing_ok=True)
@@ -219,7 +221,7 @@ def attach_xdp(program: Program, ifindex: int, mode: XdpMode = "native") -> Atta
     if mode not in XDP_FLAGS:
         raise AttachError(f"attach xdp: mode must be native or generic, got {mode!r}")
     where = _where(program, ifindex, f"xdp ({mode})")
-    other = "generic" if mode == "native" else "native"
+    other: XdpMode = "generic" if mode == "native" else "native"
     if xdp_attached(ifindex, other):
         detach_xdp(ifindex)  # one mode at a time: the kernel refuses a second
     ret = lib.bpf_xdp_attach(ifindex, program.fd, XDP_FLAGS[mode], ffi.NULL)
@@ -243,8 +245,9 @@ def xdp_attached(ifindex: int, mode: XdpMode = "native") -> int:
 def detach_xdp(ifindex: int) -> bool:
     """Detach any XDP program from ifindex; True if one was there."""
     removed = False
-    for mode in ("native", "generic"):
-        if xdp_attached(ifindex, mode):  # type: ignore[arg-type]
+    modes: tuple[XdpMode, ...] = ("native", "generic")
+    for mode in modes:
+        if xdp_attached(ifindex, mode):
             ret = lib.bpf_xdp_detach(ifindex, XDP_FLAGS[mode], ffi.NULL)
             if ret != 0 and -ret != E.ENODEV:
                 raise AttachError.from_errno(f"detach {_where(None, ifindex, 'xdp')}", -ret)

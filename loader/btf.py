@@ -82,7 +82,9 @@ class Btf:
             bits = m.offset & 0xFFFFFF if kflag else m.offset
             if kflag and m.offset >> 24:
                 raise DatapathError(f"BTF: struct {name} has a bitfield")
-            out.append(Member(self._name(m.name_off), bits // 8, lib.btf__resolve_size(self._btf, m.type)))
+            out.append(
+                Member(self._name(m.name_off), bits // 8, lib.btf__resolve_size(self._btf, m.type))
+            )
         return int(t.size_or_type), out
 
     def datasec(self, name: str) -> list[DatasecVar]:

@@ -31,6 +31,11 @@ def num_possible_cpus() -> int:
     return _NCPUS
 
 
+def _batch_opts(elem_flags: int = 0) -> Any:
+    size = ffi.sizeof("struct bpf_map_batch_opts")
+    return ffi.new("struct bpf_map_batch_opts *", {"sz": size, "elem_flags": elem_flags})
+
+
 class Map:
     """A map fd with its shape; bytes in, bytes out (see ``pydp.maps.RawMap``)."""
 
@@ -78,7 +83,7 @@ class Map:
             if err == E.ENOENT:
                 return None
             raise DatapathError.from_errno(f"lookup in map {self.name}", err)
-        return ffi.buffer(self._val, self.value_size)[:]
+        return bytes(ffi.buffer(self._val, self.value_size))
 
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
         if lib.bpf_map_update_elem(self.fd, key, value, flags) != 0:
@@ -103,7 +108,7 @@ class Map:
             if err == E.ENOENT:
                 return None
             raise DatapathError.from_errno(f"iterate map {self.name}", err)
-        return ffi.buffer(self._key, self.key_size)[:]
+        return bytes(ffi.buffer(self._key, self.key_size))
 
     def lookup_all(self) -> list[tuple[bytes, bytes]]:
         """Every (key, value) pair, read in batches; falls back to key-by-key iteration."""
@@ -113,7 +118,7 @@ class Map:
         token_in = ffi.new("char[]", max(self.key_size, 8))
         token_out = ffi.new("char[]", max(self.key_size, 8))
         count = ffi.new("uint32_t *")
-        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
+        opts = _batch_opts()
         out: list[tuple[bytes, bytes]] = []
         first = True
         while True:
@@ -123,13 +128,15 @@ class Map:
             )
             err = ffi.errno if ret else 0
             if ret and err not in (E.ENOENT,):
-                if first and err in (E.EINVAL, E.ENOTSUPP, E.EOPNOTSUPP, 524):
+                if first and err in (E.EINVAL, E.EOPNOTSUPP, 524):  # 524: ENOTSUPP
                     return self._lookup_all_slow()
                 raise DatapathError.from_errno(f"batch lookup in map {self.name}", err)
             kb = ffi.buffer(keys, count[0] * self.key_size)[:]
             vb = ffi.buffer(vals, count[0] * self.value_size)[:]
             ks, vs = self.key_size, self.value_size
-            out.extend((kb[i * ks : (i + 1) * ks], vb[i * vs : (i + 1) * vs]) for i in range(count[0]))
+            out.extend(
+                (kb[i * ks : (i + 1) * ks], vb[i * vs : (i + 1) * vs]) for i in range(count[0])
+            )
             if err == E.ENOENT:
                 return out
             ffi.memmove(token_in, token_out, len(token_in))
@@ -150,16 +157,13 @@ class Map:
 
     def update_batch(self, keys: bytes, values: bytes, count: int, flags: int = 0) -> None:
         n = ffi.new("uint32_t *", count)
-        opts = ffi.new(
-            "struct bpf_map_batch_opts *",
-            {"sz": ffi.sizeof("struct bpf_map_batch_opts"), "elem_flags": flags},
-        )
+        opts = _batch_opts(flags)
         if lib.bpf_map_update_batch(self.fd, keys, values, n, opts) != 0:
             raise self._write_error(f"batch update ({n[0]} of {count} written)", ffi.errno)
 
     def delete_batch(self, keys: bytes, count: int) -> None:
         n = ffi.new("uint32_t *", count)
-        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
+        opts = _batch_opts()
         if lib.bpf_map_delete_batch(self.fd, keys, n, opts) != 0:
             raise DatapathError.from_errno(f"batch delete from map {self.name}", ffi.errno)
 

@@ -22,7 +22,9 @@ class RunResult:
     duration_ns: int
 
 
-def test_run(program: Program, packet: bytes, repeat: int = 1, ctx: bytes | None = None) -> RunResult:
+def test_run(
+    program: Program, packet: bytes, repeat: int = 1, ctx: bytes | None = None
+) -> RunResult:
     """Run program on packet repeat times; the duration is the kernel's average per run."""
     out = ffi.new("char[]", len(packet) + OUT_HEADROOM)
     opts = ffi.new("struct bpf_test_run_opts *")

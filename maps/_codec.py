@@ -89,7 +89,9 @@ class Layout:
         self.struct = struct.Struct(fmt)
         self._converters = tuple(converters)
         if self.struct.size != self.size:
-            raise TypeError(f"layout: {ctype} packs to {self.struct.size} bytes, C says {self.size}")
+            raise TypeError(
+                f"layout: {ctype} packs to {self.struct.size} bytes, C says {self.size}"
+            )
 
     def pack(self, *values: Any) -> bytes:
         """The struct's bytes from its field values (wire fields as host integers)."""

@@ -37,7 +37,9 @@ class RawMap(Protocol):
     def delete(self, key: bytes) -> bool: ...
     def next_key(self, key: bytes | None) -> bytes | None: ...
     def lookup_all(self) -> list[tuple[bytes, bytes]]: ...
-    def update_batch(self, keys: bytes, values: bytes, count: int, flags: int = BPF_ANY) -> None: ...
+    def update_batch(
+        self, keys: bytes, values: bytes, count: int, flags: int = BPF_ANY
+    ) -> None: ...
     def delete_batch(self, keys: bytes, count: int) -> None: ...
 
 
@@ -115,9 +117,7 @@ class TypedMap(MutableMapping[K, V], Generic[K, V]):
     def snapshot(self) -> dict[K, V]:
         """Every entry at once, read with batch lookups."""
         klay = self.key_layout
-        return {
-            self.decode_key(klay.unpack(k)): self._value(v) for k, v in self.raw.lookup_all()
-        }
+        return {self.decode_key(klay.unpack(k)): self._value(v) for k, v in self.raw.lookup_all()}
 
     def __iter__(self) -> Iterator[K]:
         return iter(self.snapshot())

@@ -5,8 +5,9 @@ collide and a later run can tell leftovers of dead processes from live ones:
 
 - topology prefix: ``pd<pid>t<n>`` (decimal pid, per-process counter);
 - namespace: ``<prefix>[-<label>]-<name>`` (may be long);
-- link: ``<kind><pid36>_<n36>`` (base-36 pid and per-process counter), at most
-  15 characters, the kernel's limit (``IFNAMSIZ`` minus the NUL).
+- link: ``<kind><pid>_<n36>`` (letters, then the decimal pid, so the two never
+  blur, and a base-36 per-process counter), at most 15 characters, the
+  kernel's limit (``IFNAMSIZ`` minus the NUL).
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ NAME_PREFIX = "pd"
 IFNAMSIZ_MAX = 15
 
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-_PID_MAX = 4194304  # PID_MAX_LIMIT on 64-bit kernels: 5 base-36 digits
-_COUNTER_MAX = 36**6 - 1  # 6 base-36 digits
+_PID_MAX = 4194304  # PID_MAX_LIMIT on 64-bit kernels: 7 decimal digits
+_COUNTER_MAX = 36**4 - 1  # 4 base-36 digits: 3 + 7 + 1 + 4 = 15
 _KIND_RE = re.compile(r"[a-z]{1,3}")
 _LABEL_RE = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
 _NETNS_RE = re.compile(rf"{NAME_PREFIX}(\d+)t(\d+)(?:-|$)")
-_LINK_RE = re.compile(r"[a-z]{1,3}([0-9a-z]{1,5})_([0-9a-z]{1,6})")
+_LINK_RE = re.compile(r"[a-z]{1,3}([0-9]{1,7})_([0-9a-z]{1,4})")
 
 _lock = threading.Lock()
 _topologies = itertools.count()
@@ -89,7 +90,7 @@ def netns_pid(netns: str) -> int | None:
 
 
 def link_name(kind: str, pid: int | None = None, n: int | None = None) -> str:
-    """Return a fresh link name ``<kind><pid36>_<n36>`` of at most 15 characters.
+    """Return a fresh link name ``<kind><pid>_<n36>`` of at most 15 characters.
 
     ``kind`` is 1-3 lower-case letters saying what the link is (``vc`` container
     veth, ``vf`` fabric veth).
@@ -102,10 +103,10 @@ def link_name(kind: str, pid: int | None = None, n: int | None = None) -> str:
     n = _next(_links) % (_COUNTER_MAX + 1) if n is None else n
     if not 0 <= n <= _COUNTER_MAX:
         raise ValueError(f"n: expected 0..{_COUNTER_MAX}, got {n}")
-    return f"{kind}{_b36(pid)}_{_b36(n)}"
+    return f"{kind}{pid}_{_b36(n)}"
 
 
 def link_pid(ifname: str) -> int | None:
     """Return the pid embedded in a link name made by `link_name`, or None."""
     match = _LINK_RE.fullmatch(ifname)
-    return int(match.group(1), 36) if match else None
+    return int(match.group(1)) if match else None

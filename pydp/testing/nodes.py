@@ -112,7 +112,7 @@ class Namespace:
 
     def ipr(self) -> Any:
         """Return a pyroute2 ``IPRoute`` bound to this namespace, closed at teardown."""
-        from pyroute2 import IPRoute  # type: ignore[import-untyped]
+        from pyroute2 import IPRoute
 
         return self.topology._track_closer(IPRoute(netns=self.netns))
 

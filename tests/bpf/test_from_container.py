@@ -23,8 +23,10 @@ EP = {IPAddress("10.0.0.2"): Endpoint(ifindex=42, mac=EUI(EP_MAC))}
 
 
 def eth(proto: int | None = None) -> Ether:
-    return Ether(src=SRC_MAC, dst=DST_MAC) if proto is None else Ether(
-        src=SRC_MAC, dst=DST_MAC, type=proto
+    return (
+        Ether(src=SRC_MAC, dst=DST_MAC)
+        if proto is None
+        else Ether(src=SRC_MAC, dst=DST_MAC, type=proto)
     )
 
 
@@ -43,41 +45,123 @@ def raw(p: object) -> bytes:
 
 TCP_SYN = raw(eth() / ip4() / TCP(sport=40000, dport=80, flags="S"))
 CASES = [
-    Case("tcp to a local endpoint is redirected", TCP_SYN, TC_ACT_REDIRECT, "REASON_REDIRECT",
-         to_endpoint, EP),
-    Case("udp to a local endpoint is redirected",
-         raw(eth() / ip4() / UDP(sport=5353, dport=53) / Raw(b"q" * 20)),
-         TC_ACT_REDIRECT, "REASON_REDIRECT", to_endpoint, EP),
-    Case("icmp echo to a local endpoint is redirected",
-         raw(eth() / ip4() / ICMP(id=7, seq=1) / Raw(b"ping")),
-         TC_ACT_REDIRECT, "REASON_REDIRECT", to_endpoint, EP),
-    Case("ip options are honoured: the packet is parsed past them and redirected",
-         raw(eth() / ip4(options=[IPOption_Router_Alert(), IPOption_NOP()] * 2)
-             / TCP(dport=80, flags="S")),
-         TC_ACT_REDIRECT, "REASON_REDIRECT", to_endpoint, EP),
-    Case("a destination not in the endpoint map goes to the stack unchanged",
-         raw(eth() / ip4(dst="10.0.0.9") / TCP(dport=80)), TC_ACT_OK, "REASON_PASS", None, EP),
+    Case(
+        "tcp to a local endpoint is redirected",
+        TCP_SYN,
+        TC_ACT_REDIRECT,
+        "REASON_REDIRECT",
+        to_endpoint,
+        EP,
+    ),
+    Case(
+        "udp to a local endpoint is redirected",
+        raw(eth() / ip4() / UDP(sport=5353, dport=53) / Raw(b"q" * 20)),
+        TC_ACT_REDIRECT,
+        "REASON_REDIRECT",
+        to_endpoint,
+        EP,
+    ),
+    Case(
+        "icmp echo to a local endpoint is redirected",
+        raw(eth() / ip4() / ICMP(id=7, seq=1) / Raw(b"ping")),
+        TC_ACT_REDIRECT,
+        "REASON_REDIRECT",
+        to_endpoint,
+        EP,
+    ),
+    Case(
+        "ip options are honoured: the packet is parsed past them and redirected",
+        raw(
+            eth()
+            / ip4(options=[IPOption_Router_Alert(), IPOption_NOP()] * 2)
+            / TCP(dport=80, flags="S")
+        ),
+        TC_ACT_REDIRECT,
+        "REASON_REDIRECT",
+        to_endpoint,
+        EP,
+    ),
+    Case(
+        "a destination not in the endpoint map goes to the stack unchanged",
+        raw(eth() / ip4(dst="10.0.0.9") / TCP(dport=80)),
+        TC_ACT_OK,
+        "REASON_PASS",
+        None,
+        EP,
+    ),
     Case("an empty endpoint map passes everything", TCP_SYN, TC_ACT_OK, "REASON_PASS"),
-    Case("arp goes to the stack",
-         raw(Ether(src=SRC_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(pdst="10.0.0.2")),
-         TC_ACT_OK, "REASON_PASS_NON_IP", None, EP),
-    Case("ipv6 goes to the stack", raw(eth() / IPv6(dst="fd00::2") / UDP(dport=53)),
-         TC_ACT_OK, "REASON_PASS_NON_IP", None, EP),
-    Case("an unknown ethertype goes to the stack", raw(eth(0x88B5) / Raw(b"\x00" * 46)),
-         TC_ACT_OK, "REASON_PASS_NON_IP", None, EP),
-    Case("ihl < 5 is dropped", raw(eth() / ip4(ihl=4) / TCP()), TC_ACT_SHOT,
-         "DROP_INVALID_IP", None, EP),
-    Case("ihl pointing past the packet is dropped", raw(eth() / ip4(ihl=15) / Raw(b"x" * 8)),
-         TC_ACT_SHOT, "DROP_INVALID_IP", None, EP),
-    Case("version 6 behind the ipv4 ethertype is dropped",
-         raw(eth(0x0800) / IPv6(dst="fd00::2")), TC_ACT_SHOT, "DROP_INVALID_IP", None, EP),
-    Case("a truncated tcp header is dropped", TCP_SYN[:14 + 20 + 10], TC_ACT_SHOT,
-         "DROP_INVALID_L4", None, EP),
-    Case("a truncated udp header is dropped",
-         raw(eth() / ip4(proto=17) / Raw(b"\x00" * 4)), TC_ACT_SHOT, "DROP_INVALID_L4", None, EP),
-    Case("a non-first fragment carries no l4 header and is still redirected",
-         raw(eth() / ip4(proto=6, frag=100) / Raw(b"\x00" * 4)),
-         TC_ACT_REDIRECT, "REASON_REDIRECT", to_endpoint, EP),
+    Case(
+        "arp goes to the stack",
+        raw(Ether(src=SRC_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(pdst="10.0.0.2")),
+        TC_ACT_OK,
+        "REASON_PASS_NON_IP",
+        None,
+        EP,
+    ),
+    Case(
+        "ipv6 goes to the stack",
+        raw(eth() / IPv6(dst="fd00::2") / UDP(dport=53)),
+        TC_ACT_OK,
+        "REASON_PASS_NON_IP",
+        None,
+        EP,
+    ),
+    Case(
+        "an unknown ethertype goes to the stack",
+        raw(eth(0x88B5) / Raw(b"\x00" * 46)),
+        TC_ACT_OK,
+        "REASON_PASS_NON_IP",
+        None,
+        EP,
+    ),
+    Case(
+        "ihl < 5 is dropped",
+        raw(eth() / ip4(ihl=4) / TCP()),
+        TC_ACT_SHOT,
+        "DROP_INVALID_IP",
+        None,
+        EP,
+    ),
+    Case(
+        "ihl pointing past the packet is dropped",
+        raw(eth() / ip4(ihl=15) / Raw(b"x" * 8)),
+        TC_ACT_SHOT,
+        "DROP_INVALID_IP",
+        None,
+        EP,
+    ),
+    Case(
+        "version 6 behind the ipv4 ethertype is dropped",
+        raw(eth(0x0800) / IPv6(dst="fd00::2")),
+        TC_ACT_SHOT,
+        "DROP_INVALID_IP",
+        None,
+        EP,
+    ),
+    Case(
+        "a truncated tcp header is dropped",
+        TCP_SYN[: 14 + 20 + 10],
+        TC_ACT_SHOT,
+        "DROP_INVALID_L4",
+        None,
+        EP,
+    ),
+    Case(
+        "a truncated udp header is dropped",
+        raw(eth() / ip4(proto=17) / Raw(b"\x00" * 4)),
+        TC_ACT_SHOT,
+        "DROP_INVALID_L4",
+        None,
+        EP,
+    ),
+    Case(
+        "a non-first fragment carries no l4 header and is still redirected",
+        raw(eth() / ip4(proto=6, frag=100) / Raw(b"\x00" * 4)),
+        TC_ACT_REDIRECT,
+        "REASON_REDIRECT",
+        to_endpoint,
+        EP,
+    ),
 ]
 
 

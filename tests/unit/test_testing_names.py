@@ -52,16 +52,23 @@ def test_link_name_unique_and_short() -> None:
     assert {link_pid(n) for n in names} == {os.getpid()}
 
 
+@pytest.mark.parametrize("pid", [1, 10, 13870, 46655, PID_MAX_LIMIT])
+def test_link_pid_round_trips(pid: int) -> None:
+    """The pid is read back from every name, whatever letters its neighbours are."""
+    for kind in ("v", "vc", "abc"):
+        assert link_pid(link_name(kind, pid=pid)) == pid
+
+
 def test_link_name_worst_case_fits_ifnamsiz() -> None:
     """The longest possible name (3-letter kind, largest pid and counter) is 15 characters."""
-    name = link_name("abc", pid=PID_MAX_LIMIT, n=36**6 - 1)
+    name = link_name("abc", pid=PID_MAX_LIMIT, n=36**4 - 1)
     assert len(name) == IFNAMSIZ_MAX
     assert link_pid(name) == PID_MAX_LIMIT
 
 
 def test_link_name_counter_wraps_within_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A counter past six base-36 digits wraps instead of making a too-long name."""
-    monkeypatch.setattr(_names, "_links", iter([36**6 + 5]))
+    """A counter past four base-36 digits wraps instead of making a too-long name."""
+    monkeypatch.setattr(_names, "_links", iter([36**4 + 5]))
     name = link_name("vc", pid=PID_MAX_LIMIT)
     assert name.endswith("_5")
     assert len(name) <= IFNAMSIZ_MAX

@@ -1,0 +1,72 @@
+"""The kernel half of one pydp host: its programs, pinned maps and attachments.
+
+This is the one place where addresses and interfaces become map entries and
+attached programs; callers work with netaddr objects and ifindexes. Call it
+from inside the host's network namespace: attachments are made by ifindex.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from netaddr import EUI, IPAddress
+
+from pydp.loader import Attachment, BpfObject, attach_tc, bpffs_root, detach_tc, remove_root
+from pydp.maps import ENDPOINT_MAP, METRICS_MAP, Counter, Endpoint, EndpointMap, MetricsMap
+
+__all__ = ["ENDPOINT_OBJECT", "Datapath"]
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_OBJECT = "endpoint.bpf.o"
+
+
+class Datapath:
+    """Loads the endpoint program (maps pinned under ``root``) and plugs endpoints in.
+
+    Loading reuses maps already pinned under ``root``, so a restart keeps every
+    entry; attaching replaces the running program atomically.
+    """
+
+    def __init__(self, root: Path | None = None, redirect_peer: bool = True) -> None:
+        self.root = root or bpffs_root()
+        self._obj = BpfObject(ENDPOINT_OBJECT, pin_root=self.root)
+        self._obj.set_rodata("CFG_REDIRECT_PEER", int(redirect_peer))
+        self._obj.load()
+        self.from_container = self._obj.program("from_container")
+        self.endpoints = EndpointMap(self._obj.map(ENDPOINT_MAP))
+        self.metrics = MetricsMap(self._obj.map(METRICS_MAP))
+
+    def plug(self, address: IPAddress, host_ifindex: int, mac: EUI) -> Attachment:
+        """Deliver ``address`` into the container behind ``host_ifindex``, and run
+        from_container on that veth's ingress."""
+        att = attach_tc(self.from_container, host_ifindex, "ingress", root=self.root)
+        self.endpoints[address] = Endpoint(host_ifindex, mac)
+        log.info("plugged endpoint %s (ifindex %d, %s)", address, host_ifindex, mac)
+        return att
+
+    def unplug(self, address: IPAddress, host_ifindex: int) -> None:
+        """Undo ``plug``; an endpoint already gone is fine."""
+        self.endpoints.discard(address)
+        detach_tc(host_ifindex, "ingress", root=self.root)
+        log.info("unplugged endpoint %s (ifindex %d)", address, host_ifindex)
+
+    def counters(self) -> dict[str, Counter]:
+        """Reasons counted so far, by name, summed over CPUs."""
+        return dict(self.metrics.nonzero())
+
+    def close(self) -> None:
+        """Let go of the object; pinned maps and attached programs stay in the kernel."""
+        self._obj.close()
+
+    def destroy(self) -> None:
+        """Close and remove every pin under the root: maps go, pinned links detach."""
+        self.close()
+        remove_root(self.root)
+
+    def __enter__(self) -> Datapath:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
