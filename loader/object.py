@@ -58,6 +58,7 @@ class BpfObject:
     """
 
     def __init__(self, path: Path | str, pin_root: Path | None = None) -> None:
+        self._obj: Any = ffi.NULL
         self.path = Path(path)
         if not self.path.is_absolute() and not self.path.exists():
             self.path = object_dir() / self.path

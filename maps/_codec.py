@@ -11,9 +11,11 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from netaddr import IPAddress
+
 from pydp.maps._cdef import ffi, wire_fields
 
-__all__ = ["Layout", "be16", "be32", "from_be", "percpu_stride"]
+__all__ = ["Layout", "be16", "be32", "from_be", "ip4_bytes", "percpu_stride"]
 
 _INT_CODES = {
     ("uint8_t", 1): "B",
@@ -36,6 +38,13 @@ def be16(value: int) -> bytes:
 def be32(value: int) -> bytes:
     """A 32-bit host integer in network byte order."""
     return value.to_bytes(4, "big")
+
+
+def ip4_bytes(addr: IPAddress) -> bytes:
+    """An IPv4 address as the 4 network-order bytes a ``__be32`` field holds."""
+    if addr.version != 4:
+        raise ValueError(f"expected an IPv4 address, got {addr}")
+    return bytes(addr.packed)
 
 
 def from_be(raw: bytes) -> int:
@@ -92,6 +101,10 @@ class Layout:
             raise TypeError(
                 f"layout: {ctype} packs to {self.struct.size} bytes, C says {self.size}"
             )
+
+    def pack_raw(self, *values: Any) -> bytes:
+        """The struct's bytes, wire fields given as network-order bytes (the fast path)."""
+        return self.struct.pack(*values)
 
     def pack(self, *values: Any) -> bytes:
         """The struct's bytes from its field values (wire fields as host integers)."""

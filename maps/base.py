@@ -82,7 +82,9 @@ class TypedMap(MutableMapping[K, V], Generic[K, V]):
     def decode_value(self, fields: tuple[Any, ...]) -> V:
         raise NotImplementedError
 
-    def _key_bytes(self, key: K) -> bytes:
+    # The bytes of a key and a value; a family may override these with a
+    # direct pack when the generic encode + pack shows up in its update rate.
+    def key_bytes(self, key: K) -> bytes:
         return self.key_layout.pack(*self.encode_key(key))
 
     def _value(self, raw: bytes) -> V:
@@ -90,29 +92,32 @@ class TypedMap(MutableMapping[K, V], Generic[K, V]):
             return self.decode_value(self.value_layout.sum_percpu(raw, self.raw.ncpus))
         return self.decode_value(self.value_layout.unpack(raw))
 
+    def value_bytes(self, value: V) -> bytes:
+        return self.value_layout.pack(*self.encode_value(value))
+
     def _value_bytes(self, value: V) -> bytes:
-        packed = self.value_layout.pack(*self.encode_value(value))
+        packed = self.value_bytes(value)
         if self.raw.percpu:  # the same value on every CPU
             pad = b"\0" * (percpu_stride(len(packed)) - len(packed))
             return (packed + pad) * self.raw.ncpus
         return packed
 
     def __getitem__(self, key: K) -> V:
-        raw = self.raw.lookup(self._key_bytes(key))
+        raw = self.raw.lookup(self.key_bytes(key))
         if raw is None:
             raise KeyError(key)
         return self._value(raw)
 
     def __setitem__(self, key: K, value: V) -> None:
-        self.raw.update(self._key_bytes(key), self._value_bytes(value))
+        self.raw.update(self.key_bytes(key), self._value_bytes(value))
 
     def __delitem__(self, key: K) -> None:
-        if not self.raw.delete(self._key_bytes(key)):
+        if not self.raw.delete(self.key_bytes(key)):
             raise KeyError(key)
 
     def discard(self, key: K) -> bool:
         """Delete key if present; True when it was there (deleting what is gone succeeds)."""
-        return self.raw.delete(self._key_bytes(key))
+        return self.raw.delete(self.key_bytes(key))
 
     def snapshot(self) -> dict[K, V]:
         """Every entry at once, read with batch lookups."""
@@ -136,16 +141,16 @@ class TypedMap(MutableMapping[K, V], Generic[K, V]):
         pairs = list(entries.items() if isinstance(entries, Mapping) else entries)
         if not pairs:
             return 0
-        keys = b"".join(self._key_bytes(k) for k, _ in pairs)
+        keys = b"".join(self.key_bytes(k) for k, _ in pairs)
         values = b"".join(self._value_bytes(v) for _, v in pairs)
         self.raw.update_batch(keys, values, len(pairs))
         return len(pairs)
 
     def delete_batch(self, keys: Iterable[K]) -> int:
         """Delete many entries with one batch syscall; absent keys are ignored."""
-        present = [k for k in keys if self.raw.lookup(self._key_bytes(k)) is not None]
+        present = [k for k in keys if self.raw.lookup(self.key_bytes(k)) is not None]
         if present:
-            self.raw.delete_batch(b"".join(self._key_bytes(k) for k in present), len(present))
+            self.raw.delete_batch(b"".join(self.key_bytes(k) for k in present), len(present))
         return len(present)
 
     def clear(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from netaddr import EUI, IPAddress, mac_unix_expanded
 
+from pydp.maps._codec import ip4_bytes
 from pydp.maps.base import TypedMap
 
 __all__ = ["ENDPOINT_MAP", "Endpoint", "EndpointMap"]
@@ -33,6 +34,12 @@ class EndpointMap(TypedMap[IPAddress, Endpoint]):
         if key.version != 4:
             raise ValueError(f"endpoint address must be IPv4, got {key}")
         return (int(key),)
+
+    def key_bytes(self, key: IPAddress) -> bytes:
+        return self.key_layout.pack_raw(ip4_bytes(key))
+
+    def value_bytes(self, value: Endpoint) -> bytes:
+        return self.value_layout.pack_raw(value.ifindex, value.flags, value.mac.packed)
 
     def decode_key(self, fields: tuple[Any, ...]) -> IPAddress:
         return IPAddress(fields[0], 4)

@@ -10,8 +10,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct endpoint_key);
 	__type(value, struct endpoint_info);
-	__uint(max_entries, PYDP_ENDPOINTS_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, PYDP_ENDPOINTS_MAX); /* preallocated: no allocation on update */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pydp_endpoints SEC(".maps");
 

@@ -70,7 +70,20 @@ def capture(host: Host, ifname: str) -> tuple[object, Path]:
     """Start tcpdump on ifname for the containers' IP packets that the host sends out of it
     (towards the container); the host's own multicast (IGMP) is not theirs."""
     out = Path(f"/tmp/pydp-cap-{host.netns}-{ifname}.pcap")
-    bg = host.popen(["tcpdump", "-i", ifname, "-Q", "out", "-n", "-U", "-w", str(out), "ip host 10.0.0.2 and ip host 10.0.0.3"])
+    bg = host.popen(
+        [
+            "tcpdump",
+            "-i",
+            ifname,
+            "-Q",
+            "out",
+            "-n",
+            "-U",
+            "-w",
+            str(out),
+            "ip host 10.0.0.2 and ip host 10.0.0.3",
+        ]
+    )
     deadline = time.monotonic() + 5
     while not out.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
