@@ -19,7 +19,7 @@ from __future__ import annotations
 from pydp.testing._proc import Background
 from pydp.testing.errors import CommandError, TopologyError
 from pydp.testing.nodes import Container, Fabric, Host, LinkInfo, Namespace
-from pydp.testing.topology import Topology, cleanup_stale
+from pydp.testing.topology import Topology, cleanup_stale, pid_alive
 
 __all__ = [
     "Background",
@@ -32,4 +32,5 @@ __all__ = [
     "Topology",
     "TopologyError",
     "cleanup_stale",
+    "pid_alive",
 ]

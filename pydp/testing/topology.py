@@ -23,7 +23,7 @@ from pydp.testing._names import check_label, netns_name, netns_pid, topology_pre
 from pydp.testing.errors import TopologyError
 from pydp.testing.nodes import Fabric, Host
 
-__all__ = ["Topology", "cleanup_stale"]
+__all__ = ["Topology", "cleanup_stale", "pid_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,8 @@ def _delete_netns(netns: str) -> None:
     log.info("delete netns %s", netns)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process has pid (a run that left names behind may still own them)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -194,7 +195,7 @@ def cleanup_stale() -> list[str]:
     removed = []
     for netns in names:
         pid = netns_pid(netns)
-        if pid is None or pid == os.getpid() or _pid_alive(pid):
+        if pid is None or pid == os.getpid() or pid_alive(pid):
             continue
         _delete_netns(netns)
         log.info("remove stale netns %s of dead pid %d", netns, pid)

@@ -1,0 +1,1 @@
+"""pydp benchmarks: suites (test_<suite>_bench.py), the result format and the report."""

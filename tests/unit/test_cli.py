@@ -1,0 +1,34 @@
+"""The pydp command line: usage errors, exit codes, tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from pydp.cli import main, table
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "Error: the following arguments are required: COMMAND"),
+        (["frobnicate"], "Error: argument COMMAND: invalid choice: 'frobnicate'"),
+        (["metrics", "--format", "yaml"], "Error: argument --format: invalid choice: 'yaml'"),
+        (["endpoint"], "Error: the following arguments are required: VERB"),
+    ],
+)
+def test_cli_usage_error_exits_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A usage error prints one 'Error:' line naming what was wrong, and exits 2."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message), err
+
+
+def test_cli_table_aligns_columns() -> None:
+    """Tables have UPPERCASE headers and columns aligned to the widest cell."""
+    assert table([["10.0.0.2", 5], ["10.0.0.10", 12]], ["address", "ifindex"]) == (
+        "ADDRESS    IFINDEX\n10.0.0.2   5\n10.0.0.10  12"
+    )
