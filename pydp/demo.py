@@ -57,8 +57,9 @@ def main() -> int:
                     assert c.address is not None
                     att = dp.plug(c.address.ip, c.host_ifindex, c.mac)
                     say(
-                        f"from_container on {c.host_ifname} ingress ({att.mode}, prog id {att.prog_id});"
-                        f" endpoint {c.address.ip} -> ifindex {c.host_ifindex}"
+                        f"from_container on {c.host_ifname} ingress ({att.mode},"
+                        f" prog id {att.prog_id}); endpoint {c.address.ip} -> ifindex"
+                        f" {c.host_ifindex}"
                     )
             say(f"maps pinned under {root}")
             say("c1 pings c2")
@@ -74,8 +75,8 @@ def main() -> int:
             gbps = sent["bits_per_second"] / 1e9
             print(f"    {sent['bytes']} bytes sent and acknowledged, {gbps:.2f} Gbit/s")
             say("counters (pydp_metrics, summed over CPUs)")
-            for reason, c in dp.counters().items():
-                print(f"    {reason:<20} {c.packets:>10} packets {c.bytes:>14} bytes")
+            for reason, n in dp.counters().items():
+                print(f"    {reason:<20} {n.packets:>10} packets {n.bytes:>14} bytes")
             redirected = dp.metrics.counter("REASON_REDIRECT").packets
             say(
                 f"{redirected} packets went container to container by bpf_redirect_peer,"

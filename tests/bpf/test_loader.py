@@ -125,7 +125,7 @@ def test_pinned_map_survives_reload(objs: dict[str, Path], bpffs: Path) -> None:
         assert obj.map("small_hash").lookup(b"\1\0\0\0") == b"\x2a" + b"\0" * 7
     with Map.open_pinned("small_hash", root) as m:
         assert m.max_entries == 2 and m.key_size == 4 and m.value_size == 8
-    with pytest.raises(NotFoundError, match="open pinned map .*/absent: No such file"):
+    with pytest.raises(NotFoundError, match=r"open pinned map .*/absent: No such file"):
         Map.open_pinned("absent", root)
 
 
