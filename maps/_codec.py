@@ -11,11 +11,20 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from netaddr import IPAddress
+from netaddr import EUI, IPAddress
 
 from pydp.maps._cdef import ffi, wire_fields
 
-__all__ = ["Layout", "be16", "be32", "from_be", "ip4_bytes", "percpu_stride"]
+__all__ = [
+    "Layout",
+    "be16",
+    "be32",
+    "from_be",
+    "ip4_array",
+    "ip4_bytes",
+    "mac_bytes",
+    "percpu_stride",
+]
 
 _INT_CODES = {
     ("uint8_t", 1): "B",
@@ -45,6 +54,20 @@ def ip4_bytes(addr: IPAddress) -> bytes:
     if addr.version != 4:
         raise ValueError(f"expected an IPv4 address, got {addr}")
     return bytes(addr.packed)
+
+
+def ip4_array(addrs: Sequence[IPAddress]) -> bytes:
+    """IPv4 addresses as consecutive 4-byte network-order fields (one batch of keys)."""
+    ints = [int(a) for a in addrs]
+    if any(a.version != 4 for a in addrs):
+        bad = next(a for a in addrs if a.version != 4)
+        raise ValueError(f"expected an IPv4 address, got {bad}")
+    return struct.pack(f">{len(ints)}I", *ints)
+
+
+def mac_bytes(mac: EUI) -> bytes:
+    """A MAC address as its 6 wire bytes."""
+    return int(mac).to_bytes(6, "big")
 
 
 def from_be(raw: bytes) -> int:

@@ -7,7 +7,7 @@ implements over a map file descriptor (and a test may implement over a dict).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydp.maps._codec import Layout, percpu_stride
@@ -141,16 +141,24 @@ class TypedMap(MutableMapping[K, V], Generic[K, V]):
         pairs = list(entries.items() if isinstance(entries, Mapping) else entries)
         if not pairs:
             return 0
-        keys = b"".join(self.key_bytes(k) for k, _ in pairs)
-        values = b"".join(self._value_bytes(v) for _, v in pairs)
+        keys = self.pack_keys([k for k, _ in pairs])
+        values = self.pack_values([v for _, v in pairs])
         self.raw.update_batch(keys, values, len(pairs))
         return len(pairs)
+
+    def pack_keys(self, keys: Sequence[K]) -> bytes:
+        """Keys laid end to end for a batch call; a family may vectorize this."""
+        return b"".join(map(self.key_bytes, keys))
+
+    def pack_values(self, values: Sequence[V]) -> bytes:
+        """Values laid end to end for a batch call; a family may vectorize this."""
+        return b"".join(map(self._value_bytes, values))
 
     def delete_batch(self, keys: Iterable[K]) -> int:
         """Delete many entries with one batch syscall; absent keys are ignored."""
         present = [k for k in keys if self.raw.lookup(self.key_bytes(k)) is not None]
         if present:
-            self.raw.delete_batch(b"".join(self.key_bytes(k) for k in present), len(present))
+            self.raw.delete_batch(self.pack_keys(present), len(present))
         return len(present)
 
     def clear(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from netaddr import EUI, IPAddress, mac_unix_expanded
 
-from pydp.maps._codec import ip4_bytes
+from pydp.maps._codec import ip4_array, ip4_bytes, mac_bytes
 from pydp.maps.base import TypedMap
 
 __all__ = ["ENDPOINT_MAP", "Endpoint", "EndpointMap"]
@@ -39,7 +40,14 @@ class EndpointMap(TypedMap[IPAddress, Endpoint]):
         return self.key_layout.pack_raw(ip4_bytes(key))
 
     def value_bytes(self, value: Endpoint) -> bytes:
-        return self.value_layout.pack_raw(value.ifindex, value.flags, value.mac.packed)
+        return self.value_layout.pack_raw(value.ifindex, value.flags, mac_bytes(value.mac))
+
+    def pack_keys(self, keys: Sequence[IPAddress]) -> bytes:
+        return ip4_array(keys)
+
+    def pack_values(self, values: Sequence[Endpoint]) -> bytes:
+        pack = self.value_layout.struct.pack
+        return b"".join([pack(v.ifindex, v.flags, mac_bytes(v.mac)) for v in values])
 
     def decode_key(self, fields: tuple[Any, ...]) -> IPAddress:
         return IPAddress(fields[0], 4)

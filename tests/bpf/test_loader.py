@@ -226,3 +226,19 @@ def test_unprivileged_load_says_what_to_do(tmp_path: Path) -> None:
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1, r.stdout + r.stderr
     assert "Operation not permitted (run as root" in lines[0]
+
+
+def test_ensure_root_mounts_bpffs_where_missing(tmp_path: Path) -> None:
+    """A pin root outside any bpffs gets a bpffs mounted on it, and pins work there."""
+    from pydp.loader import ensure_root
+
+    root = tmp_path / "pins"
+    assert not is_bpffs(root)
+    try:
+        assert ensure_root(root) == root and is_bpffs(root)
+        with BpfObject("endpoint.bpf.o", pin_root=root) as obj:
+            obj.load()
+        assert (root / "pydp_endpoints").exists()
+    finally:
+        subprocess.run(["umount", str(root)], check=False)
+    assert not is_bpffs(root)

@@ -126,7 +126,7 @@ def test_redirect_skips_host_stack(pair: Pair) -> None:
     host = pair.host
     caps = [capture(host, c.host_ifname) for c in (pair.c1, pair.c2)]
     pair.c1.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.3"])
-    pair.c1.run(["sh", "-c", "echo hi | timeout 3 nc -w1 10.0.0.3 9 || true"], check=False)
+    pair.c1.run(["sh", "-c", "echo hi | timeout 3 busybox nc -w1 10.0.0.3 9 || true"])
     seen = [captured(host, bg, out) for bg, out in caps]
     assert seen == [[], []]
 

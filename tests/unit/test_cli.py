@@ -32,3 +32,26 @@ def test_cli_table_aligns_columns() -> None:
     assert table([["10.0.0.2", 5], ["10.0.0.10", 12]], ["address", "ifindex"]) == (
         "ADDRESS    IFINDEX\n10.0.0.2   5\n10.0.0.10  12"
     )
+
+
+def test_missing_libbpf_is_one_line_saying_what_to_install() -> None:
+    """Without libbpf.so.1, importing the loader fails with one line naming the package."""
+    import subprocess
+    import sys
+
+    code = (
+        "import cffi\n"
+        "def refuse(self, name, *a):\n"
+        "    raise OSError(f'cannot load library {name!r}')\n"
+        "cffi.FFI.dlopen = refuse\n"
+        "from pydp.errors import DatapathError\n"
+        "try:\n"
+        "    import pydp.loader\n"
+        "except DatapathError as e:\n"
+        "    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.stdout == (
+        "load libbpf.so.1: cannot load library 'libbpf.so.1': install libbpf 1.x"
+        " (apt-get install libbpf1)\n"
+    ), r.stderr
