@@ -28,17 +28,10 @@ def say(text: str) -> None:
 def build(topo: Topology) -> tuple[Host, Container, Container]:
     host = topo.add_host("host")
     say(f"host namespace {host.netns}: bridge {BRIDGE} with gateway 10.0.0.1/24")
-    host.ip_batch(
-        [
-            f"link add {BRIDGE} type bridge",
-            f"addr add 10.0.0.1/24 dev {BRIDGE}",
-            f"link set {BRIDGE} up",
-        ]
-    )
-    c1 = host.add_container("c1", "10.0.0.2/24", gateway="10.0.0.1")
-    c2 = host.add_container("c2", "10.0.0.3/24", gateway="10.0.0.1")
+    host.add_bridge(BRIDGE, "10.0.0.1/24")
+    c1 = host.add_container("c1", "10.0.0.2/24", gateway="10.0.0.1", bridge=BRIDGE)
+    c2 = host.add_container("c2", "10.0.0.3/24", gateway="10.0.0.1", bridge=BRIDGE)
     for c in (c1, c2):
-        host.ip("link", "set", c.host_ifname, "master", BRIDGE)
         say(f"container {c.name} ({c.netns}): eth0 {c.address}, host side {c.host_ifname}")
     return host, c1, c2
 

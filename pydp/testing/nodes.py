@@ -183,6 +183,15 @@ class Host(Namespace):
         log.info("connect %s %s (ifindex %d) to fabric %s", self.netns, ifname, info.ifindex, peer)
         return info
 
+    def add_bridge(self, name: str, address: str | netaddr.IPNetwork | None = None) -> LinkInfo:
+        """Create a Linux bridge in this host, up, with ``address`` on it if given."""
+        net = None if address is None else netaddr.IPNetwork(address)
+        _check_ifname("bridge", name)
+        addr = [] if net is None else _addr_cmds(net, name)
+        self.ip_batch([f"link add {name} type bridge", *addr, f"link set {name} up"])
+        info = self.link(name)
+        return LinkInfo(info.netns, info.ifname, info.ifindex, info.mac, net)
+
     def add_container(
         self,
         name: str,
@@ -192,13 +201,15 @@ class Host(Namespace):
         host_ifname: str | None = None,
         mtu: int | None = None,
         mac: str | netaddr.EUI | None = None,
+        bridge: str | None = None,
     ) -> Container:
         """Create a container namespace joined to this host by a veth pair.
 
         The container end is ``ifname`` with ``address`` (and ``mac`` if
         given), up, with a default route via ``gateway`` if given (``onlink``
         when the gateway is outside the subnet). The host end is
-        ``host_ifname`` (default: a unique ``vc...`` name), up, in this host.
+        ``host_ifname`` (default: a unique ``vc...`` name), up, in this host,
+        and enslaved to ``bridge`` if given.
         """
         _check_ifname("ifname", ifname)
         host_ifname = _check_ifname("host_ifname", host_ifname or link_name("vc"))
@@ -213,6 +224,7 @@ class Host(Namespace):
                 f"link add {host_ifname} {mtu_args} type veth"
                 f" peer name {ifname} netns {netns} {mtu_args} {mac_args}",
                 f"link set {host_ifname} up",
+                *([] if bridge is None else [f"link set {host_ifname} master {bridge}"]),
             ]
         )
         commands = [] if net is None else _addr_cmds(net, ifname)

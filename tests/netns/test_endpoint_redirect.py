@@ -46,17 +46,9 @@ def pair(topology_module: Topology, bpffs: Path) -> Iterator[Pair]:
     """Module scope, depends on topology_module and bpffs: a host whose bridge joins two
     containers (10.0.0.2, 10.0.0.3), both plugged into the datapath."""
     host = topology_module.add_host("h1")
-    host.ip_batch(
-        [
-            f"link add {BRIDGE} type bridge",
-            f"addr add 10.0.0.1/24 dev {BRIDGE}",
-            f"link set {BRIDGE} up",
-        ]
-    )
-    c1 = host.add_container("c1", "10.0.0.2/24", gateway="10.0.0.1")
-    c2 = host.add_container("c2", "10.0.0.3/24", gateway="10.0.0.1")
-    for c in (c1, c2):
-        host.ip("link", "set", c.host_ifname, "master", BRIDGE)
+    host.add_bridge(BRIDGE, "10.0.0.1/24")
+    c1 = host.add_container("c1", "10.0.0.2/24", gateway="10.0.0.1", bridge=BRIDGE)
+    c2 = host.add_container("c2", "10.0.0.3/24", gateway="10.0.0.1", bridge=BRIDGE)
     dp = Datapath(root=bpffs / "redirect")
     p = Pair(host, c1, c2, dp)
     p.plug()
