@@ -25,6 +25,9 @@ int from_container(struct __sk_buff *skb)
 	ep = ep4_lookup(p.ip4->daddr);
 	if (!ep)
 		return metrics_tc_exit(skb, TC_ACT_OK, REASON_PASS);
+	ret = ep4_check_source(skb, p.ip4->saddr, ep);
+	if (ret < 0)
+		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 	ret = ep4_redirect(&p, ep);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);

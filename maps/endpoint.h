@@ -13,9 +13,9 @@ struct endpoint_key {
 /* Value of pydp_endpoints. */
 struct endpoint_info {
 	__u32 ifindex;     /* host-side veth ifindex; the container side is its peer */
-	__u32 flags;       /* ENDPOINT_F_* */
+	__u32 network;     /* index of the endpoint's network: networks are isolated */
 	__u8 mac[6];       /* container interface MAC: destination of redirected frames */
-	__u8 pad[2];       /* zero */
+	__u16 flags;       /* ENDPOINT_F_* */
 };
 
 #define ENDPOINT_F_NONE 0

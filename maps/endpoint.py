@@ -22,6 +22,7 @@ class Endpoint:
 
     ifindex: int  # host-side veth; traffic is delivered to its peer
     mac: EUI  # the container interface's MAC
+    network: int = 0  # the network's index: endpoints of different networks are isolated
     flags: int = 0
 
 
@@ -40,21 +41,23 @@ class EndpointMap(TypedMap[IPAddress, Endpoint]):
         return self.key_layout.pack_raw(ip4_bytes(key))
 
     def value_bytes(self, value: Endpoint) -> bytes:
-        return self.value_layout.pack_raw(value.ifindex, value.flags, mac_bytes(value.mac))
+        return self.value_layout.pack_raw(
+            value.ifindex, value.network, mac_bytes(value.mac), value.flags
+        )
 
     def pack_keys(self, keys: Sequence[IPAddress]) -> bytes:
         return ip4_array(keys)
 
     def pack_values(self, values: Sequence[Endpoint]) -> bytes:
         pack = self.value_layout.struct.pack
-        return b"".join([pack(v.ifindex, v.flags, mac_bytes(v.mac)) for v in values])
+        return b"".join([pack(v.ifindex, v.network, mac_bytes(v.mac), v.flags) for v in values])
 
     def decode_key(self, fields: tuple[Any, ...]) -> IPAddress:
         return IPAddress(fields[0], 4)
 
     def encode_value(self, value: Endpoint) -> tuple[Any, ...]:
-        return (value.ifindex, value.flags, value.mac.packed)
+        return (value.ifindex, value.network, mac_bytes(value.mac), value.flags)
 
     def decode_value(self, fields: tuple[Any, ...]) -> Endpoint:
-        ifindex, flags, mac = fields
-        return Endpoint(ifindex, EUI(mac.hex(), dialect=mac_unix_expanded), flags)
+        ifindex, network, mac, flags = fields
+        return Endpoint(ifindex, EUI(mac.hex(), dialect=mac_unix_expanded), network, flags)

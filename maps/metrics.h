@@ -16,6 +16,8 @@ enum pydp_reason {
 	DROP_INVALID_IP = 130,  /* IPv4 header truncated, ihl < 5, or version != 4 */
 	DROP_INVALID_L4 = 131,  /* TCP/UDP/ICMP header truncated */
 	DROP_REDIRECT = 132,    /* the redirect helper refused the target */
+	DROP_NET_ISOLATED = 133, /* source and destination endpoints are on different networks */
+	DROP_SRC_SPOOFED = 134, /* source address belongs to another local endpoint */
 };
 
 #define PYDP_METRICS_MAX 256 /* entries in pydp_metrics: one per enum pydp_reason value */

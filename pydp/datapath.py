@@ -38,11 +38,12 @@ class Datapath:
         self.endpoints = EndpointMap(self._obj.map(ENDPOINT_MAP))
         self.metrics = MetricsMap(self._obj.map(METRICS_MAP))
 
-    def plug(self, address: IPAddress, host_ifindex: int, mac: EUI) -> Attachment:
+    def plug(self, address: IPAddress, host_ifindex: int, mac: EUI, network: int = 0) -> Attachment:
         """Deliver ``address`` into the container behind ``host_ifindex``, and run
-        from_container on that veth's ingress."""
+        from_container on that veth's ingress; endpoints of different ``network``
+        indexes cannot reach each other."""
         att = attach_tc(self.from_container, host_ifindex, "ingress", root=self.root)
-        self.endpoints[address] = Endpoint(host_ifindex, mac)
+        self.endpoints[address] = Endpoint(host_ifindex, mac, network)
         log.info("plugged endpoint %s (ifindex %d, %s)", address, host_ifindex, mac)
         return att
 

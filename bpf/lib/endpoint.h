@@ -18,6 +18,24 @@ static __always_inline struct endpoint_info *ep4_lookup(__be32 addr)
 	return bpf_map_lookup_elem(&pydp_endpoints, &key);
 }
 
+/* Traffic between two local endpoints: the source must be the endpoint behind the
+ * interface it came in on, and both must be on one network (Docker's isolation
+ * between networks). An unknown source (not a local endpoint) is left to the stack's
+ * rules. Returns 0 or a negative DROP_*. */
+static __always_inline int ep4_check_source(const struct __sk_buff *skb, __be32 saddr,
+					    const struct endpoint_info *dst)
+{
+	const struct endpoint_info *src = ep4_lookup(saddr);
+
+	if (!src)
+		return 0;
+	if (src->ifindex != skb->ifindex)
+		return -DROP_SRC_SPOOFED;
+	if (src->network != dst->network)
+		return -DROP_NET_ISOLATED;
+	return 0;
+}
+
 /* Rewrite the destination MAC to the endpoint's and redirect to it. Returns the
  * TC verdict, or -DROP_REDIRECT when the helper refuses. */
 static __always_inline int ep4_redirect(struct pkt *p, const struct endpoint_info *ep)

@@ -25,6 +25,7 @@ class Case:
     reason: str  # the enum pydp_reason name counted once for this packet
     expect: bytes | Callable[[bytes], bytes] | None = None  # None: unchanged
     endpoints: Mapping[IPAddress, Endpoint] = field(default_factory=dict)
+    ifindex: int | None = None  # the interface the packet arrives on (skb->ifindex)
 
     def expected_output(self) -> bytes:
         if self.expect is None:
@@ -45,7 +46,9 @@ def run_case(program: Program, endpoints: EndpointMap, metrics: MetricsMap, case
     endpoints.clear()
     endpoints.update_batch({IPAddress(ip): ep for ip, ep in case.endpoints.items()})
     before = metrics.counter(case.reason)
-    result = test_run(program, case.packet)
+    result = test_run(
+        program, case.packet, ctx=None if case.ifindex is None else skb_ctx(case.ifindex)
+    )
     assert result.verdict == case.verdict, (
         f"{case.desc}: verdict {VERDICTS.get(result.verdict, result.verdict)}, "
         f"expected {VERDICTS.get(case.verdict, case.verdict)}"
@@ -58,6 +61,16 @@ def run_case(program: Program, endpoints: EndpointMap, metrics: MetricsMap, case
     after = metrics.counter(case.reason)
     assert after.packets - before.packets == 1, f"{case.desc}: {case.reason} not counted once"
     assert after.bytes - before.bytes == len(case.packet)
+
+
+SKB_SIZE, SKB_IFINDEX = 192, 40  # sizeof(struct __sk_buff), offsetof(ifindex): UAPI, fixed
+
+
+def skb_ctx(ifindex: int) -> bytes:
+    """A struct __sk_buff for test_run with only ifindex set (the kernel needs the device)."""
+    ctx = bytearray(SKB_SIZE)
+    ctx[SKB_IFINDEX : SKB_IFINDEX + 4] = ifindex.to_bytes(4, "little")
+    return bytes(ctx)
 
 
 def mac(text: str) -> EUI:

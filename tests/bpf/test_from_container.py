@@ -19,7 +19,14 @@ from pydp.maps import Endpoint, EndpointMap, MetricsMap
 from .packets import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, Case, run_case
 
 SRC_MAC, DST_MAC, EP_MAC = "02:00:00:00:00:01", "02:00:00:00:00:fe", "02:00:00:00:00:02"
-EP = {IPAddress("10.0.0.2"): Endpoint(ifindex=42, mac=EUI(EP_MAC))}
+EP = {IPAddress("10.0.0.2"): Endpoint(ifindex=42, mac=EUI(EP_MAC), network=1)}
+LO = 1  # test_run needs a real device for skb->ifindex: loopback stands for the source veth
+
+
+def with_source(network: int, ifindex: int = LO) -> dict[IPAddress, Endpoint]:
+    """EP plus the sender 10.0.0.1 as a local endpoint on ifindex, in network."""
+    src = Endpoint(ifindex=ifindex, mac=EUI(SRC_MAC), network=network)
+    return {**EP, IPAddress("10.0.0.1"): src}
 
 
 def eth(proto: int | None = None) -> Ether:
@@ -80,6 +87,33 @@ CASES = [
         "REASON_REDIRECT",
         to_endpoint,
         EP,
+    ),
+    Case(
+        "a local source on the destination's network is redirected",
+        TCP_SYN,
+        TC_ACT_REDIRECT,
+        "REASON_REDIRECT",
+        to_endpoint,
+        with_source(network=1),
+        ifindex=LO,
+    ),
+    Case(
+        "a local source on another network is dropped (isolation)",
+        TCP_SYN,
+        TC_ACT_SHOT,
+        "DROP_NET_ISOLATED",
+        None,
+        with_source(network=2),
+        ifindex=LO,
+    ),
+    Case(
+        "a source address of another local endpoint is dropped (spoofed)",
+        TCP_SYN,
+        TC_ACT_SHOT,
+        "DROP_SRC_SPOOFED",
+        None,
+        with_source(network=1, ifindex=999),
+        ifindex=LO,
     ),
     Case(
         "a destination not in the endpoint map goes to the stack unchanged",

@@ -33,11 +33,11 @@ def test_public_all_is_sorted_and_complete(module: str) -> None:
 
 
 def test_layout_endpoint_info_bytes() -> None:
-    """endpoint_info packs ifindex and flags little-endian, the MAC as is, and zero padding."""
+    """endpoint_info packs ifindex, network and flags little-endian and the MAC as is."""
     lay = Layout("struct endpoint_info")
-    raw = lay.pack(7, 1, bytes.fromhex("020000000002"))
-    assert raw == bytes.fromhex("07000000010000000200000000020000")
-    assert lay.unpack(raw) == (7, 1, bytes.fromhex("020000000002"))
+    raw = lay.pack(7, 3, bytes.fromhex("020000000002"), 1)
+    assert raw == bytes.fromhex("07000000030000000200000000020100")
+    assert lay.unpack(raw) == (7, 3, bytes.fromhex("020000000002"), 1)
 
 
 def test_layout_wire_field_is_network_order() -> None:
