@@ -10,12 +10,13 @@ from pydp.loader.attach import (
     attach_xdp,
     detach_tc,
     detach_xdp,
+    prune_links,
     tc_attached,
     xdp_attached,
 )
 from pydp.loader.btf import Btf
 from pydp.loader.maps import Map, num_possible_cpus
-from pydp.loader.object import BpfObject, Program, object_dir
+from pydp.loader.object import BpfObject, Program, object_dir, prog_tag
 from pydp.loader.pin import DEFAULT_ROOT, bpffs_root, ensure_root, is_bpffs, remove_root
 from pydp.loader.prog_run import RunResult, test_run
 
@@ -38,6 +39,8 @@ __all__ = [
     "is_bpffs",
     "num_possible_cpus",
     "object_dir",
+    "prog_tag",
+    "prune_links",
     "remove_root",
     "tc_attached",
     "test_run",

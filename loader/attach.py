@@ -30,6 +30,7 @@ __all__ = [
     "attach_xdp",
     "detach_tc",
     "detach_xdp",
+    "prune_links",
     "tc_attached",
     "xdp_attached",
 ]
@@ -214,6 +215,26 @@ def detach_tc(ifindex: int, direction: Direction = "ingress", root: Path | None 
     if removed:
         log.info("detached tc %s", _where(None, ifindex, direction))
     return removed
+
+
+def prune_links(root: Path | None = None) -> int:
+    """Unpin tcx links whose device is gone (the pins of deleted veths); returns how many."""
+    links = (root or bpffs_root()) / "links"
+    pruned = 0
+    for pin in sorted(links.glob("tc-*-*")) if links.is_dir() else []:
+        fd = lib.bpf_obj_get(str(pin).encode())
+        if fd < 0:
+            continue
+        try:
+            dead = _link_info(fd).ifindex == 0
+        finally:
+            os.close(fd)
+        if dead:
+            pin.unlink(missing_ok=True)
+            pruned += 1
+    if pruned:
+        log.info("unpinned %d tcx links of deleted devices under %s", pruned, links)
+    return pruned
 
 
 def attach_xdp(program: Program, ifindex: int, mode: XdpMode = "native") -> Attachment:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno as E
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from pydp.loader.btf import Btf
 from pydp.loader.maps import Map
 from pydp.loader.pin import bpffs_root, ensure_root
 
-__all__ = ["BpfObject", "Program", "object_dir"]
+__all__ = ["BpfObject", "Program", "object_dir", "prog_tag"]
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,6 @@ LOG_TAIL_LINES = 20  # lines of the log quoted in a VerifierError message
 
 def object_dir() -> Path:
     """Where ``make bpf`` puts the compiled objects (``$PYDP_BPF_DIR`` overrides)."""
-    import os
-
     env = os.environ.get("PYDP_BPF_DIR")
     if env:
         return Path(env)
@@ -43,11 +42,33 @@ class Program:
 
     @property
     def id(self) -> int:
-        info = ffi.new("struct pydp_prog_info *")
-        size = ffi.new("uint32_t *", ffi.sizeof("struct pydp_prog_info"))
-        if lib.bpf_obj_get_info_by_fd(self.fd, info, size) != 0:
-            raise DatapathError.from_errno(f"read info of program {self.name}", ffi.errno)
-        return int(info.id)
+        return int(_prog_info(self.fd, self.name).id)
+
+    @property
+    def tag(self) -> bytes:
+        """The kernel's hash of the instructions: equal tags, equal code (map fds aside)."""
+        return bytes(_prog_info(self.fd, self.name).tag)
+
+
+def _prog_info(fd: int, name: str) -> Any:
+    info = ffi.new("struct pydp_prog_info *")
+    size = ffi.new("uint32_t *", ffi.sizeof("struct pydp_prog_info"))
+    if lib.bpf_obj_get_info_by_fd(fd, info, size) != 0:
+        raise DatapathError.from_errno(f"read info of program {name}", ffi.errno)
+    return info
+
+
+def prog_tag(prog_id: int) -> bytes | None:
+    """The tag of the loaded program with this id, None when it is gone."""
+    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        if ffi.errno == E.ENOENT:
+            return None
+        raise DatapathError.from_errno(f"open program id {prog_id}", ffi.errno)
+    try:
+        return bytes(_prog_info(fd, f"id {prog_id}").tag)
+    finally:
+        os.close(fd)
 
 
 class BpfObject:

@@ -8,11 +8,21 @@ from inside the host's network namespace: attachments are made by ifindex.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from netaddr import EUI, IPAddress
 
-from pydp.loader import Attachment, BpfObject, attach_tc, bpffs_root, detach_tc, remove_root
+from pydp.loader import (
+    Attachment,
+    BpfObject,
+    attach_tc,
+    bpffs_root,
+    detach_tc,
+    prog_tag,
+    remove_root,
+    tc_attached,
+)
 from pydp.maps import ENDPOINT_MAP, METRICS_MAP, Counter, Endpoint, EndpointMap, MetricsMap
 
 __all__ = ["ENDPOINT_OBJECT", "Datapath"]
@@ -35,6 +45,7 @@ class Datapath:
         self._obj.set_rodata("CFG_REDIRECT_PEER", int(redirect_peer))
         self._obj.load()
         self.from_container = self._obj.program("from_container")
+        self._tag = self.from_container.tag
         self.endpoints = EndpointMap(self._obj.map(ENDPOINT_MAP))
         self.metrics = MetricsMap(self._obj.map(METRICS_MAP))
 
@@ -46,6 +57,26 @@ class Datapath:
         self.endpoints[address] = Endpoint(host_ifindex, mac, network)
         log.info("plugged endpoint %s (ifindex %d, %s)", address, host_ifindex, mac)
         return att
+
+    def ensure_attached(self, host_ifindex: int) -> bool:
+        """Run from_container on the veth's ingress unless the same code runs there already
+        (compared by the kernel's tag), so reconciling twice changes nothing. True if it
+        attached."""
+        att = tc_attached(host_ifindex, "ingress", root=self.root)
+        if att is not None and prog_tag(att.prog_id) == self._tag:
+            return False
+        attach_tc(self.from_container, host_ifindex, "ingress", root=self.root)
+        return True
+
+    def sync_endpoints(self, desired: Mapping[IPAddress, Endpoint]) -> tuple[int, int]:
+        """Make the endpoint map hold exactly ``desired``: write what differs in one batch,
+        delete what is not desired. Returns (written, deleted)."""
+        current = self.endpoints.snapshot()
+        changed = {ip: ep for ip, ep in desired.items() if current.get(ip) != ep}
+        stale = [ip for ip in current if ip not in desired]
+        self.endpoints.update_batch(changed)
+        self.endpoints.delete_batch(stale)
+        return len(changed), len(stale)
 
     def unplug(self, address: IPAddress, host_ifindex: int) -> None:
         """Undo ``plug``; an endpoint already gone is fine."""

@@ -32,9 +32,10 @@ def run(
     check: bool = True,
     timeout: float = 30,
     input: str | None = None,
+    own_sysfs: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` (in ``netns`` if given) and return its result, text mode."""
-    argv = exec_argv(cmd, netns)
+    argv = exec_argv(cmd, netns, own_sysfs)
     try:
         result = subprocess.run(
             argv, capture_output=True, text=True, timeout=timeout, input=input, check=False
@@ -48,12 +49,20 @@ def run(
     return result
 
 
-def exec_argv(cmd: Sequence[str], netns: str | None) -> list[str]:
-    """Return the argv that runs ``cmd`` in ``netns`` (or as is when None)."""
+def exec_argv(cmd: Sequence[str], netns: str | None, own_sysfs: bool = True) -> list[str]:
+    """Return the argv that runs ``cmd`` in ``netns`` (or as is when None).
+
+    With ``own_sysfs`` (the default) it is ``ip netns exec``, which also mounts the
+    namespace's own /sys in a private mount namespace, as a container sees it; that
+    hides /sys/fs/bpf, so a process that must pin BPF objects for others to find (a
+    pydp host) runs with ``own_sysfs=False``: ``nsenter --net``, the mounts untouched.
+    """
     if isinstance(cmd, str):
         raise TypeError(f"cmd: expected a list of arguments, got the string {cmd!r}")
     if netns is None:
         return list(cmd)
+    if not own_sysfs:
+        return ["nsenter", f"--net={NETNS_RUN_DIR}/{netns}", *cmd]
     return ["ip", "netns", "exec", netns, *cmd]
 
 

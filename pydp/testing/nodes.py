@@ -77,13 +77,18 @@ class Namespace:
         check: bool = True,
         timeout: float = 30,
         input: str | None = None,
+        own_sysfs: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` in this namespace (``ip netns exec``) and return its result.
 
         Output is captured as text. Raises `CommandError` on a non-zero exit
         when ``check`` is true, and on a timeout or exec failure always.
+        ``own_sysfs=False`` keeps the caller's mounts (``nsenter --net``): what a
+        process needs that pins BPF objects under /sys/fs/bpf.
         """
-        return _proc.run(cmd, netns=self.netns, check=check, timeout=timeout, input=input)
+        return _proc.run(
+            cmd, netns=self.netns, check=check, timeout=timeout, input=input, own_sysfs=own_sysfs
+        )
 
     def ip(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``ip -n NETNS ARGS...``; for example ``host.ip("link", "set", "br0", "up")``."""

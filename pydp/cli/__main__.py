@@ -1,0 +1,7 @@
+"""``python -m pydp.cli``."""
+
+import sys
+
+from pydp.cli import main
+
+sys.exit(main())

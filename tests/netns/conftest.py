@@ -1,0 +1,99 @@
+"""pydp hosts inside namespaces: the CLI run as a user would, and snapshots of what it owns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pydp.testing import Host, Topology
+
+
+@dataclass
+class PydpNode:
+    """A pydp host: a namespace with its own state dir and pin root."""
+
+    host: Host
+    state_dir: Path
+    bpffs: Path
+
+    def __call__(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``pydp ARGS`` in the host (nsenter: /sys/fs/bpf stays the machine's)."""
+        extra = [f"{k}={v}" for k, v in (env or {}).items()]
+        cmd = [
+            "env",
+            f"PYDP_STATE_DIR={self.state_dir}",
+            f"PYDP_BPFFS={self.bpffs}",
+            *extra,
+            sys.executable,
+            "-m",
+            "pydp.cli",
+            *args,
+        ]
+        return self.host.run(cmd, check=check, timeout=timeout, own_sysfs=False)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args).stdout)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the host holds: links, addresses, routes, pydp's namespaces, pins, the store."""
+
+        def ip(*a: str) -> Any:
+            return json.loads(self.host.run(["ip", "-j", *a], own_sysfs=False).stdout or "[]")
+
+        links = sorted(
+            (x["ifname"], x.get("link_type"), x.get("ifalias", ""), x.get("master", ""))
+            for x in ip("link", "show")
+        )
+        addrs = sorted(
+            (x["ifname"], a["local"], a["prefixlen"])
+            for x in ip("addr", "show")
+            for a in x.get("addr_info", [])
+        )
+        routes = sorted(json.dumps(r, sort_keys=True) for r in ip("route", "show"))
+        netns = sorted(
+            n
+            for n in subprocess.run(
+                ["ip", "netns", "list"], capture_output=True, text=True
+            ).stdout.split()
+            if n.startswith("pydp")
+        )
+        pins = (
+            sorted(str(p.relative_to(self.bpffs)) for p in self.bpffs.rglob("*"))
+            if self.bpffs.exists()
+            else []
+        )
+        store = {}
+        db = self.state_dir / "state.db"
+        if db.exists():
+            import sqlite3
+
+            with sqlite3.connect(db) as c:
+                store = dict(c.execute("select key, value from kv").fetchall())
+        return {
+            "links": links,
+            "addrs": addrs,
+            "routes": routes,
+            "netns": netns,
+            "pins": pins,
+            "store": store,
+        }
+
+
+@pytest.fixture
+def pydp_node(topology: Topology, bpffs: Path, tmp_path: Path) -> Iterator[PydpNode]:
+    """Function scope, depends on topology and bpffs: a pydp host in a fresh namespace;
+    `pydp system reset` at the end removes what it made even when the test failed."""
+    node = PydpNode(topology.add_host("pd"), tmp_path / "state", bpffs / tmp_path.name)
+    try:
+        yield node
+    finally:
+        node("system", "reset", check=False)
