@@ -60,7 +60,7 @@ class PydpHost:
         try:
             applied = int(self._applied_file.read_text())
         except (OSError, ValueError):
-            applied = -1
+            applied = 0  # never applied: a fresh host has nothing to repair
         if applied == self.store.revision():
             return False
         log.info(
