@@ -83,22 +83,29 @@ def _setns(fd: int, what: str) -> None:
 
 
 @contextlib.contextmanager
-def entered(name: str | int) -> Iterator[None]:
-    """Move the calling thread into netns ``name`` (or an open fd) for the block."""
+def _returning() -> Iterator[None]:
+    """Run the block, then move the calling thread back to the namespace it was in."""
     saved = os.open(_THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        yield
+    finally:
+        try:
+            _setns(saved, "of the caller")
+        finally:
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def entered(name: str | int) -> Iterator[None]:
+    """Move the calling thread into netns ``name`` (or an open fd) for the block."""
+    with _returning():
         target = open_netns(name) if isinstance(name, str) else name
         try:
             _setns(target, str(name))
         finally:
             if isinstance(name, str):
                 os.close(target)
-        try:
-            yield
-        finally:
-            _setns(saved, "of the caller")
-    finally:
-        os.close(saved)
+        yield
 
 
 def _share_run_dir() -> None:
@@ -137,15 +144,9 @@ def netns_create(name: str) -> None:
 @contextlib.contextmanager
 def _unshared(operation: str) -> Iterator[None]:
     """Run the block in a new network namespace, then go back."""
-    saved = os.open(_THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
-    try:
+    with _returning():
         _check(_libc.unshare(CLONE_NEWNET), operation)
-        try:
-            yield
-        finally:
-            _setns(saved, "of the caller")
-    finally:
-        os.close(saved)
+        yield
 
 
 def _unlink(path: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shlex
@@ -14,15 +13,14 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import IO
 
+from pydp.errors import PydpError
+from pydp.net.netns import entered, open_netns
 from pydp.testing.errors import CommandError, TopologyError
 
 log = logging.getLogger(__name__)
 
-CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
 _STOP_GRACE = 3.0
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def run(
@@ -173,28 +171,15 @@ def kill_netns_pids(netns: str) -> list[int]:
     return pids
 
 
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise TopologyError(f"setns to {what}: {os.strerror(err)}")
-
-
 @contextlib.contextmanager
 def enter_netns(netns: str) -> Iterator[None]:
     """Move the calling thread into ``netns`` and back to where it was on exit."""
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        try:
-            target = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise TopologyError(f"open netns {netns}: {exc.strerror}") from exc
-        try:
-            _setns(target, netns)
-        finally:
-            os.close(target)
-        try:
+        fd = open_netns(netns)
+    except PydpError as exc:
+        raise TopologyError(str(exc)) from exc
+    try:
+        with entered(fd):
             yield
-        finally:
-            _setns(saved, "the previous namespace")
     finally:
-        os.close(saved)
+        os.close(fd)
