@@ -24,7 +24,7 @@ from pydp.datapath import Datapath
 from pydp.errors import ConflictError, NotFoundError
 from pydp.loader import prune_links
 from pydp.maps import Endpoint as MapEndpoint
-from pydp.net import Link, NetHost, netns_create, netns_delete, netns_list, veth_name
+from pydp.net import Link, NetHost, netns_create, netns_delete, netns_list, sysctl, veth_name
 from pydp.store import Store
 
 __all__ = ["Desired", "Reconciler", "crashpoint", "endpoint_owner", "network_owner"]
@@ -122,6 +122,10 @@ class Reconciler:
         for sb in d.sandboxes.values():
             if sb.netns is not None:
                 netns_create(sb.netns)
+                # IPv4-only networks, as Docker's without --ipv6: no IPv6 on new interfaces
+                # (no link-local addresses, no DAD and MLD flooding the bridge)
+                for scope in ("all", "default"):
+                    sysctl(f"net.ipv6.conf.{scope}.disable_ipv6", "1", sb.netns)
                 with NetHost(sb.netns) as ns:
                     ns.set_up("lo")
 
@@ -165,6 +169,7 @@ class Reconciler:
             mtu=BridgeDriver.mtu(net),
             master=BridgeDriver.bridge_name(net),
         )
+        sysctl(f"net.ipv6.conf.{link.name}.disable_ipv6", "1")  # the host side carries IPv4 only
         ns.ensure_address(ep.ifname, IPNetwork(f"{ep.address}/{net.pool.subnet.prefixlen}"))
         return link
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pydp.net.host import NetHost
 from pydp.net.links import OWNER_PREFIX, Link, Route, veth_name
-from pydp.net.netns import netns_create, netns_delete, netns_exists, netns_list
+from pydp.net.netns import netns_create, netns_delete, netns_exists, netns_list, sysctl
 
 __all__ = [
     "OWNER_PREFIX",
@@ -32,5 +32,6 @@ __all__ = [
     "netns_delete",
     "netns_exists",
     "netns_list",
+    "sysctl",
     "veth_name",
 ]

@@ -173,3 +173,21 @@ def netns_delete(name: str) -> None:
     except OSError as exc:
         raise DatapathError.from_errno(f"delete netns {name}", exc.errno or errno.EIO) from exc
     log.info("delete netns %s", name)
+
+
+def sysctl(key: str, value: str, netns: str | None = None) -> bool:
+    """Set ``net.*`` sysctl ``key`` (dotted) in the current namespace or in ``netns`` when it
+    differs; True if it changed. ``/proc/sys/net`` shows the namespace of the thread."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    ctx = contextlib.nullcontext() if netns is None else entered(netns)
+    with ctx:
+        try:
+            with open(path) as f:
+                if f.read().strip() == value:
+                    return False
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise DatapathError.from_errno(f"set {key}={value}", exc.errno or errno.EIO) from exc
+    log.info("set %s=%s%s", key, value, "" if netns is None else f" in netns {netns}")
+    return True

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from pydp.agent.host import netns_prefix
+from pydp.loader import tc_attached
 from pydp.testing import Host, Topology
 
 
@@ -59,13 +61,9 @@ class PydpNode:
             for a in x.get("addr_info", [])
         )
         routes = sorted(json.dumps(r, sort_keys=True) for r in ip("route", "show"))
-        netns = sorted(
-            n
-            for n in subprocess.run(
-                ["ip", "netns", "list"], capture_output=True, text=True
-            ).stdout.split()
-            if n.startswith("pydp")
-        )
+        prefix = netns_prefix(self.state_dir)
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        netns = sorted(n for n in listed.split() if n.startswith(prefix))
         pins = (
             sorted(str(p.relative_to(self.bpffs)) for p in self.bpffs.rglob("*"))
             if self.bpffs.exists()
@@ -85,7 +83,18 @@ class PydpNode:
             "netns": netns,
             "pins": pins,
             "store": store,
+            "programs": self.programs(),
         }
+
+    def programs(self) -> dict[str, int]:
+        """The id of the program pydp attached at each pydp-owned link's TC ingress."""
+        out = {}
+        with self.host.enter():
+            for link in json.loads(self.host.run(["ip", "-j", "link"]).stdout):
+                if link.get("ifalias", "").startswith("pydp:ep/"):
+                    att = tc_attached(link["ifindex"], root=self.bpffs)
+                    out[link["ifname"]] = 0 if att is None else att.prog_id
+        return out
 
 
 @pytest.fixture
