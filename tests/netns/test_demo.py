@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ def test_demo_shows_redirect_and_cleans_up() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert "3 packets transmitted, 3 received" in out, out
-    assert "52428800 bytes sent and acknowledged" in out, out
+    sent = re.search(r"(\d+) bytes sent and acknowledged", out)
+    assert sent and int(sent.group(1)) >= 50 * 2**20, out  # iperf3 -n may overshoot a block
     redirect = [line for line in out.splitlines() if "REASON_REDIRECT" in line]
     assert redirect and int(redirect[0].split()[1]) > 1000, out
     assert netns_list() - before_ns == set()
