@@ -27,5 +27,8 @@ def test_demo_shows_redirect_and_cleans_up() -> None:
     assert sent and int(sent.group(1)) >= 50 * 2**20, out  # iperf3 -n may overshoot a block
     redirect = [line for line in out.splitlines() if "REASON_REDIRECT" in line]
     assert redirect and int(redirect[0].split()[1]) > 1000, out
-    assert netns_list() - before_ns == set()
-    assert set(Path("/sys/fs/bpf").iterdir()) - before_pins == set()
+    # other runs on the machine may come and go: look at what the demo names
+    assert {n for n in netns_list() - before_ns if "-demo-" in n} == set()
+    assert {
+        p for p in set(Path("/sys/fs/bpf").iterdir()) - before_pins if "demo" in p.name
+    } == set()
