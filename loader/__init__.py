@@ -12,6 +12,7 @@ from pydp.loader.attach import (
     detach_xdp,
     prune_links,
     tc_attached,
+    tcx_prog_ids,
     xdp_attached,
 )
 from pydp.loader.btf import Btf
@@ -43,6 +44,7 @@ __all__ = [
     "prune_links",
     "remove_root",
     "tc_attached",
+    "tcx_prog_ids",
     "test_run",
     "xdp_attached",
 ]

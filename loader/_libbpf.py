@@ -85,6 +85,8 @@ int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opt
 struct bpf_link_update_opts { size_t sz; uint32_t flags; uint32_t old_prog_fd; };
 int bpf_link_update(int link_fd, int new_prog_fd, const struct bpf_link_update_opts *opts);
 int bpf_link_detach(int link_fd);
+int bpf_prog_query(int target_fd, int type, uint32_t query_flags, uint32_t *attach_flags,
+                   uint32_t *prog_ids, uint32_t *prog_cnt);
 
 struct bpf_tc_hook { size_t sz; int ifindex; int attach_point; uint32_t parent; };
 struct bpf_tc_opts {

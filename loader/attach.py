@@ -13,6 +13,7 @@ import errno as E
 import logging
 import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,7 @@ __all__ = [
     "detach_xdp",
     "prune_links",
     "tc_attached",
+    "tcx_prog_ids",
     "xdp_attached",
 ]
 
@@ -176,6 +178,20 @@ def _attach_clsact(program: Program, ifindex: int, direction: Direction) -> Atta
     return Attachment(ifindex, direction, "clsact", int(opts.prog_id))
 
 
+def tcx_prog_ids(ifindex: int, direction: Direction = "ingress") -> list[int] | None:
+    """Ids of every tcx program at ifindex's hook, in run order (one query, no pins opened);
+    None where the kernel has no tcx."""
+    attach_type = BPF_TCX_INGRESS if direction == "ingress" else BPF_TCX_EGRESS
+    ids = ffi.new("uint32_t[]", 64)
+    count = ffi.new("uint32_t *", 64)
+    if lib.bpf_prog_query(ifindex, attach_type, 0, ffi.NULL, ids, count) != 0:
+        err = ffi.errno
+        if err in _TCX_ABSENT:
+            return None
+        raise AttachError.from_errno(f"query tcx {_where(None, ifindex, direction)}", err)
+    return [int(ids[i]) for i in range(count[0])]
+
+
 def tc_attached(
     ifindex: int, direction: Direction = "ingress", root: Path | None = None
 ) -> Attachment | None:
@@ -217,11 +233,14 @@ def detach_tc(ifindex: int, direction: Direction = "ingress", root: Path | None 
     return removed
 
 
-def prune_links(root: Path | None = None) -> int:
-    """Unpin tcx links whose device is gone (the pins of deleted veths); returns how many."""
+def prune_links(root: Path | None = None, live: Collection[int] = ()) -> int:
+    """Unpin tcx links whose device is gone (the pins of deleted veths); returns how many.
+    Pins of the ifindexes in ``live`` (devices known to exist) are not opened."""
     links = (root or bpffs_root()) / "links"
     pruned = 0
     for pin in sorted(links.glob("tc-*-*")) if links.is_dir() else []:
+        if int(pin.name.split("-")[1]) in live:
+            continue
         fd = lib.bpf_obj_get(str(pin).encode())
         if fd < 0:
             continue

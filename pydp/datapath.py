@@ -22,6 +22,7 @@ from pydp.loader import (
     prog_tag,
     remove_root,
     tc_attached,
+    tcx_prog_ids,
 )
 from pydp.maps import ENDPOINT_MAP, METRICS_MAP, Counter, Endpoint, EndpointMap, MetricsMap
 
@@ -46,6 +47,7 @@ class Datapath:
         self._obj.load()
         self.from_container = self._obj.program("from_container")
         self._tag = self.from_container.tag
+        self._ours: dict[int, bool] = {}  # program id -> runs the same code as ours
         self.endpoints = EndpointMap(self._obj.map(ENDPOINT_MAP))
         self.metrics = MetricsMap(self._obj.map(METRICS_MAP))
 
@@ -62,20 +64,32 @@ class Datapath:
         """Run from_container on the veth's ingress unless the same code runs there already
         (compared by the kernel's tag), so reconciling twice changes nothing. True if it
         attached."""
-        att = tc_attached(host_ifindex, "ingress", root=self.root)
-        if att is not None and prog_tag(att.prog_id) == self._tag:
+        ids = tcx_prog_ids(host_ifindex, "ingress")
+        if ids is None:  # no tcx: ask for pydp's clsact filter
+            att = tc_attached(host_ifindex, "ingress", root=self.root)
+            ids = [] if att is None else [att.prog_id]
+        if any(self._runs_our_code(i) for i in ids):
             return False
         attach_tc(self.from_container, host_ifindex, "ingress", root=self.root)
         return True
 
+    def _runs_our_code(self, prog_id: int) -> bool:
+        if prog_id not in self._ours:
+            self._ours[prog_id] = prog_tag(prog_id) == self._tag
+        return self._ours[prog_id]
+
     def sync_endpoints(self, desired: Mapping[IPAddress, Endpoint]) -> tuple[int, int]:
         """Make the endpoint map hold exactly ``desired``: write what differs in one batch,
         delete what is not desired. Returns (written, deleted)."""
-        current = self.endpoints.snapshot()
-        changed = {ip: ep for ip, ep in desired.items() if current.get(ip) != ep}
-        stale = [ip for ip in current if ip not in desired]
-        self.endpoints.update_batch(changed)
-        self.endpoints.delete_batch(stale)
+        em = self.endpoints
+        current = dict(em.raw.lookup_all())  # compared as bytes: no decoding
+        want = {em.key_bytes(k): em.value_bytes(v) for k, v in desired.items()}
+        changed = {k: v for k, v in want.items() if current.get(k) != v}
+        stale = [k for k in current if k not in want]
+        if changed:
+            em.raw.update_batch(b"".join(changed), b"".join(changed.values()), len(changed))
+        if stale:
+            em.raw.delete_batch(b"".join(stale), len(stale))
         return len(changed), len(stale)
 
     def unplug(self, address: IPAddress, host_ifindex: int) -> None:

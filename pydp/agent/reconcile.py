@@ -32,6 +32,8 @@ __all__ = ["Desired", "Reconciler", "crashpoint", "endpoint_owner", "network_own
 log = logging.getLogger(__name__)
 
 CRASH_ENV = "PYDP_CRASH_AT"  # tests: SIGKILL ourselves at the named point
+READY = 0x7064  # IFLA_GROUP of an endpoint veth whose sandbox side is configured ("pd")
+READY_GW = 0x7067  # ... and whose interface carries the sandbox's default route ("pg")
 
 
 def crashpoint(name: str) -> None:
@@ -113,21 +115,33 @@ class Reconciler:
             self._sandboxes(desired)
             self._bridges(host, desired)
             crashpoint("reconcile:after-bridges")
+            links = {link.name: link for link in host.links()}  # one dump serves the rest
             with Datapath(root=self.bpffs) as dp:
-                self._endpoints(host, desired, dp)
-                self._stale(host, desired)
+                self._endpoints(host, desired, dp, links)
+            self._stale(host, desired, links)
         return desired
 
     def _sandboxes(self, d: Desired) -> None:
+        """Create missing namespaces; look inside those without endpoints (the others are
+        checked through their endpoints)."""
+        existing = set(netns_list(self.netns_prefix))
+        with_endpoints = {sb.name for _, _, sb in d.wired()}
         for sb in d.sandboxes.values():
-            if sb.netns is not None:
+            if sb.netns is None:
+                continue
+            if sb.netns not in existing:
                 netns_create(sb.netns)
-                # IPv4-only networks, as Docker's without --ipv6: no IPv6 on new interfaces
-                # (no link-local addresses, no DAD and MLD flooding the bridge)
-                for scope in ("all", "default"):
-                    sysctl(f"net.ipv6.conf.{scope}.disable_ipv6", "1", sb.netns)
-                with NetHost(sb.netns) as ns:
-                    ns.set_up("lo")
+            if sb.netns not in existing or sb.name not in with_endpoints:
+                self._sandbox_basics(sb.netns)
+
+    @staticmethod
+    def _sandbox_basics(netns: str) -> None:
+        # IPv4-only networks, as Docker's without --ipv6: no IPv6 on new interfaces
+        # (no link-local addresses, no DAD and MLD flooding the bridge)
+        for scope in ("all", "default"):
+            sysctl(f"net.ipv6.conf.{scope}.disable_ipv6", "1", netns)
+        with NetHost(netns) as ns:
+            ns.set_up("lo")
 
     def _bridges(self, host: NetHost, d: Desired) -> None:
         for name, net in d.bridges().items():
@@ -139,26 +153,42 @@ class Reconciler:
             if parent is not None:  # the user's underlay port: enslaved, never owned
                 host.adjust(host.require(parent, f"enslave {parent} to {name}"), master=bridge)
 
-    def _endpoints(self, host: NetHost, d: Desired, dp: Datapath) -> None:
+    def _endpoints(self, host: NetHost, d: Desired, dp: Datapath, links: dict[str, Link]) -> None:
+        """Endpoints whose host-side veth shows them complete (owner, bridge, MTU, peer in a
+        namespace, and the READY mark set after their sandbox side was done) are left alone;
+        the others are wired, sandbox by sandbox."""
         wanted: dict[IPAddress, MapEndpoint] = {}
-        by_sandbox: dict[str, list[tuple[Endpoint, Network]]] = {}
-        for ep, net, sb in d.wired():
-            by_sandbox.setdefault(sb.name, []).append((ep, net))
-        for name, eps in by_sandbox.items():
+        for name, eps in self._by_sandbox(d).items():
             netns = d.sandboxes[name].netns
             assert netns is not None
-            with NetHost(netns) as ns:
-                for ep, net in eps:
-                    link = self._wire(host, ns, ep, net)
-                    dp.ensure_attached(link.ifindex)
-                    assert ep.address is not None and ep.mac is not None
-                    wanted[ep.address] = MapEndpoint(link.ifindex, ep.mac, net.index)
-                crashpoint("reconcile:after-veth")
-                self._default_route(ns, eps)
+            todo = [(ep, net, g) for ep, net, g in eps if not _in_place(links, ep, net, g)]
+            if todo:
+                with NetHost(netns) as ns:
+                    self._sandbox_basics(netns)
+                    for ep, net, group in todo:
+                        links[veth_name(ep.id)] = self._wire(host, ns, ep, net, group)
+                        crashpoint("reconcile:after-veth")
+            for ep, net, _ in eps:
+                link = links[veth_name(ep.id)]
+                dp.ensure_attached(link.ifindex)
+                assert ep.address is not None and ep.mac is not None
+                wanted[ep.address] = MapEndpoint(link.ifindex, ep.mac, net.index)
         dp.sync_endpoints(wanted)
 
     @staticmethod
-    def _wire(host: NetHost, ns: NetHost, ep: Endpoint, net: Network) -> Link:
+    def _by_sandbox(d: Desired) -> dict[str, list[tuple[Endpoint, Network, int]]]:
+        """Each sandbox's wired endpoints with the mark each must carry: its lowest
+        interface holds the default route (READY_GW), the others READY."""
+        out: dict[str, list[tuple[Endpoint, Network, int]]] = {}
+        for ep, net, sb in d.wired():  # sorted by sandbox, then interface
+            first = sb.name not in out
+            out.setdefault(sb.name, []).append((ep, net, READY_GW if first else READY))
+        return out
+
+    @staticmethod
+    def _wire(host: NetHost, ns: NetHost, ep: Endpoint, net: Network, group: int) -> Link:
+        """Make the endpoint's veth, address and (on READY_GW) default route, then mark the
+        host side: the mark is the last step, so a crash before it is redone next time."""
         assert ep.address is not None and net.pool is not None
         link = host.ensure_veth(
             veth_name(ep.id),
@@ -171,26 +201,39 @@ class Reconciler:
         )
         sysctl(f"net.ipv6.conf.{link.name}.disable_ipv6", "1")  # the host side carries IPv4 only
         ns.ensure_address(ep.ifname, IPNetwork(f"{ep.address}/{net.pool.subnet.prefixlen}"))
-        return link
+        if group == READY_GW:
+            ns.ensure_default_route(net.pool.container_gateway, ep.ifname)
+        host.set_group(link, group)
+        return host.require(link.name, f"show endpoint veth {link.name}")
 
-    @staticmethod
-    def _default_route(ns: NetHost, eps: list[tuple[Endpoint, Network]]) -> None:
-        """The default route goes via the gateway of the sandbox's lowest interface."""
-        ep, net = min(eps, key=lambda x: int(x[0].ifname.removeprefix("eth") or 0))
-        assert net.pool is not None
-        ns.ensure_default_route(net.pool.container_gateway, ep.ifname)
-
-    def _stale(self, host: NetHost, d: Desired) -> None:
+    def _stale(self, host: NetHost, d: Desired, links: dict[str, Link]) -> None:
         owners = {endpoint_owner(ep) for ep in d.endpoints}
         owners |= {network_owner(n) for n in d.networks.values()}
-        for link in host.owned_links("pydp:ep/"):
-            if link.owner not in owners:
-                host.delete_link(link.name)
-        for link in host.owned_links("pydp:net/"):
-            if link.owner not in owners:
-                host.delete_link(link.name)
+        # endpoints first: a bridge goes after the veths enslaved to it
+        for prefix in ("pydp:ep/", "pydp:net/"):
+            for link in list(links.values()):
+                if link.owner and link.owner.startswith(prefix) and link.owner not in owners:
+                    host.delete_link(link.name)
+                    del links[link.name]
         wanted_ns = {sb.netns for sb in d.sandboxes.values() if sb.netns}
         for name in netns_list(self.netns_prefix):
             if name not in wanted_ns:
                 netns_delete(name)
-        prune_links(self.bpffs)
+        prune_links(self.bpffs, live={link.ifindex for link in links.values()})
+
+
+def _in_place(links: dict[str, Link], ep: Endpoint, net: Network, group: int) -> bool:
+    """Whether the host side of ep's veth shows the endpoint fully configured."""
+    link = links.get(veth_name(ep.id))
+    bridge = links.get(BridgeDriver.bridge_name(net))
+    mtu = BridgeDriver.mtu(net)
+    return (
+        link is not None
+        and bridge is not None
+        and link.owner == endpoint_owner(ep)
+        and link.group == group
+        and link.up
+        and link.master == bridge.ifindex
+        and link.peer_netnsid is not None
+        and (mtu is None or link.mtu == mtu)
+    )

@@ -30,7 +30,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_LINK_NETNSID = 18, 20, 29, 37
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_EXT_MASK, IFLA_LINK_NETNSID = 18, 20, 27, 29, 37
 IFLA_INFO_KIND = 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -95,6 +95,7 @@ def _link(data: bytes) -> Link:
         up=bool(flags & IFF_UP),
         peer_ifindex=None if not peer or peer == index else peer,
         peer_netnsid=_u32(attrs.get(IFLA_LINK_NETNSID)),
+        group=_u32(attrs.get(IFLA_GROUP)) or 0,
     )
 
 

@@ -147,6 +147,12 @@ class NetHost:
         self.set_link(link, **changes)
         return self.require(link.name, f"show link {link.name}")
 
+    def set_group(self, link: Link, group: int) -> None:
+        """Put pydp's link in device group ``group`` (IFLA_GROUP) unless it is there."""
+        claim(link, OWNER_PREFIX, "link", exact=False)
+        if link.group != group:
+            self.set_link(link, group=group)
+
     def set_up(self, name: str) -> None:
         """Bring ``name`` up (``lo`` too: no ownership check, nothing is lost)."""
         link = self.require(name, f"set {name} up")

@@ -62,6 +62,7 @@ class Link:
     up: bool
     peer_ifindex: int | None = None
     peer_netnsid: int | None = None
+    group: int = 0  # IFLA_GROUP: pydp marks a fully configured endpoint veth with it
 
     @property
     def owner(self) -> str | None:
