@@ -7,10 +7,10 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from netaddr import IPAddress, IPNetwork
+from netaddr import IPNetwork
 
 from pydp.control.driver import DRIVERS, driver_for
-from pydp.control.ipam import Pool, parse_pool
+from pydp.control.ipam import Pool, parse_address, parse_pool
 from pydp.control.model import (
     ENDPOINTS,
     NETWORKS,
@@ -244,7 +244,7 @@ class Controller:
             used = {e.address for e in _endpoints(t, net.id) if e.address is not None}
             owner = f"network {net.name}"
             if ip is not None:
-                addr = net.pool.check_static(_ip(ip), used, owner)
+                addr = net.pool.check_static(parse_address("--ip", ip), used, owner)
             else:
                 addr = net.pool.allocate(used, owner)
         elif ip is not None:
@@ -293,13 +293,3 @@ class Controller:
 
     def subnets(self) -> dict[str, IPNetwork]:
         return {n.name: n.pool.subnet for n in self.networks() if n.pool is not None}
-
-
-def _ip(text: str) -> IPAddress:
-    try:
-        addr = IPAddress(text)
-    except Exception:
-        raise ConfigError(f'--ip: invalid IPv4 address "{text}"') from None
-    if addr.version != 4:
-        raise ConfigError(f'--ip: only IPv4 is supported, got "{text}"')
-    return addr

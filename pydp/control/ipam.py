@@ -15,7 +15,7 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from pydp.errors import ConfigError, ConflictError
 
-__all__ = ["AUX_DEFAULT_GATEWAY", "Pool", "default_pools", "parse_pool"]
+__all__ = ["AUX_DEFAULT_GATEWAY", "Pool", "default_pools", "parse_address", "parse_pool"]
 
 AUX_DEFAULT_GATEWAY = "DefaultGatewayIPv4"  # aux name Docker reads as the containers' gateway
 
@@ -39,7 +39,8 @@ def _net(flag: str, text: str) -> IPNetwork:
     return net
 
 
-def _addr(flag: str, text: str) -> IPAddress:
+def parse_address(flag: str, text: str) -> IPAddress:
+    """An IPv4 address given to ``flag``; ConfigError naming the flag otherwise."""
     try:
         addr = IPAddress(text)
     except (AddrFormatError, ValueError, TypeError):
@@ -129,7 +130,7 @@ def _parse_aux(items: Sequence[str], subnet: IPNetwork) -> dict[str, IPAddress]:
         name, sep, text = item.partition("=")
         if not sep or not name:
             raise ConfigError(f'--aux-address: expected NAME=IP, got "{item}"')
-        addr = _addr("--aux-address", text)
+        addr = parse_address("--aux-address", text)
         if addr not in subnet:
             raise ConfigError(f"--aux-address: {name}={addr} is outside the subnet {subnet}")
         if name in aux:
@@ -169,7 +170,7 @@ def parse_pool(
         if rng.first < net.first or rng.last > net.last:
             raise ConfigError(f"--ip-range: {rng} is outside the subnet {net}")
     if gateway is not None:
-        gw = _addr("--gateway", gateway)
+        gw = parse_address("--gateway", gateway)
         if gw not in net or (gw in (net.network, net.broadcast) and net.prefixlen <= 30):
             raise ConfigError(f"--gateway: {gw} is not a host address of the subnet {net}")
     else:
