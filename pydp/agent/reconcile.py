@@ -113,9 +113,9 @@ class Reconciler:
         desired = Desired.read(self.store)
         with NetHost() as host:
             self._sandboxes(desired)
-            self._bridges(host, desired)
+            links = {link.name: link for link in host.links()}  # one dump serves every step
+            self._bridges(host, desired, links)
             crashpoint("reconcile:after-bridges")
-            links = {link.name: link for link in host.links()}  # one dump serves the rest
             with Datapath(root=self.bpffs) as dp:
                 self._endpoints(host, desired, dp, links)
             self._stale(host, desired, links)
@@ -143,15 +143,22 @@ class Reconciler:
         with NetHost(netns) as ns:
             ns.set_up("lo")
 
-    def _bridges(self, host: NetHost, d: Desired) -> None:
+    def _bridges(self, host: NetHost, d: Desired, links: dict[str, Link]) -> None:
+        """Each bridge network's bridge, gateway address and parent port; bridges the dump
+        shows complete are left alone."""
+        addrs = host.all_addresses()
         for name, net in d.bridges().items():
-            mtu = BridgeDriver.mtu(net)
-            bridge = host.ensure_bridge(name, network_owner(net), mtu)
             assert net.pool is not None
-            host.ensure_address(name, IPNetwork(f"{net.pool.gateway}/{net.pool.subnet.prefixlen}"))
+            gateway = IPNetwork(f"{net.pool.gateway}/{net.pool.subnet.prefixlen}")
             parent = net.options.get(PARENT)
+            if _bridge_in_place(links, addrs, name, net, gateway):
+                continue
+            bridge = host.ensure_bridge(name, network_owner(net), BridgeDriver.mtu(net))
+            host.ensure_address(name, gateway)
             if parent is not None:  # the user's underlay port: enslaved, never owned
-                host.adjust(host.require(parent, f"enslave {parent} to {name}"), master=bridge)
+                port = host.require(parent, f"enslave {parent} to {name}")
+                links[parent] = host.adjust(port, master=bridge)
+            links[name] = bridge
 
     def _endpoints(self, host: NetHost, d: Desired, dp: Datapath, links: dict[str, Link]) -> None:
         """Endpoints whose host-side veth shows them complete (owner, bridge, MTU, peer in a
@@ -220,6 +227,32 @@ class Reconciler:
             if name not in wanted_ns:
                 netns_delete(name)
         prune_links(self.bpffs, live={link.ifindex for link in links.values()})
+
+
+def _bridge_in_place(
+    links: dict[str, Link],
+    addrs: dict[int, list[IPNetwork]],
+    name: str,
+    net: Network,
+    gateway: IPNetwork,
+) -> bool:
+    """Whether the dump shows a network's bridge complete: ours, up, MTU, gateway, port."""
+    link = links.get(name)
+    mtu = BridgeDriver.mtu(net)
+    parent = net.options.get(PARENT)
+    port = None if parent is None else links.get(parent)
+    return (
+        link is not None
+        and link.kind == "bridge"
+        and link.owner == network_owner(net)
+        and link.up
+        and (mtu is None or link.mtu == mtu)
+        and any(
+            a.ip == gateway.ip and a.prefixlen == gateway.prefixlen
+            for a in addrs.get(link.ifindex, [])
+        )
+        and (parent is None or (port is not None and port.master == link.ifindex and port.up))
+    )
 
 
 def _in_place(links: dict[str, Link], ep: Endpoint, net: Network, group: int) -> bool:

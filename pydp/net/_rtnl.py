@@ -164,15 +164,22 @@ class Reader:
 
     def addresses(self, ifindex: int) -> list[netaddr.IPNetwork]:
         """The addresses on ``ifindex``, IPv4 then IPv6."""
-        found = []
+        return self.all_addresses(ifindex).get(ifindex, [])
+
+    def all_addresses(self, ifindex: int = 0) -> dict[int, list[netaddr.IPNetwork]]:
+        """Addresses by ifindex, IPv4 then IPv6: of every link, or of ``ifindex`` alone."""
+        found: dict[int, list[netaddr.IPNetwork]] = {}
         body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, ifindex)
         for msg in self._request(RTM_GETADDR, NLM_F_DUMP, body):
             family, prefixlen, _, _, index = _IFADDRMSG.unpack_from(msg, _NLMSGHDR.size)
             attrs = _attrs(msg, _NLMSGHDR.size + _IFADDRMSG.size)
             raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-            if index == ifindex and raw is not None:
-                found.append(netaddr.IPNetwork(f"{_ip(family, raw)}/{prefixlen}"))
-        return sorted(found, key=lambda net: (net.version, net.value, net.prefixlen))
+            if (not ifindex or index == ifindex) and raw is not None:
+                net = netaddr.IPNetwork(f"{_ip(family, raw)}/{prefixlen}")
+                found.setdefault(index, []).append(net)
+        for nets in found.values():
+            nets.sort(key=lambda net: (net.version, net.value, net.prefixlen))
+        return found
 
     def routes(self, family: int, table: int) -> list[Route]:
         """The unicast routes of ``table`` for ``family``."""

@@ -277,6 +277,10 @@ class NetHost:
         operation = f"list addresses of {self._id(link)}"
         return self._sock.read(operation, self._sock.reader.addresses, link.ifindex)
 
+    def all_addresses(self) -> dict[int, list[netaddr.IPNetwork]]:
+        """Every link's addresses by ifindex, in one dump."""
+        return dict(self._sock.read("list addresses", self._sock.reader.all_addresses))
+
     def _has_address(self, name: str, address: netaddr.IPNetwork) -> bool:
         want = (address.ip, address.prefixlen)
         return any((net.ip, net.prefixlen) == want for net in self.addresses(name))
