@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cffi
 
-__all__ = ["HEADERS", "ffi", "header_text", "struct_names", "wire_fields"]
+__all__ = ["HEADERS", "constants", "ffi", "header_text", "struct_names", "wire_fields"]
 
 HERE = Path(__file__).resolve().parent
 HEADERS: tuple[Path, ...] = tuple(sorted(HERE.glob("*.h")))
@@ -48,6 +48,17 @@ ffi = _build()
 
 _STRUCT = re.compile(r"struct\s+(\w+)\s*\{(.*?)\};", re.S)
 _WIRE_FIELD = re.compile(r"\b__be(16|32|64)\s+(\w+)\s*;")
+
+
+def constants() -> dict[str, int]:
+    """Every integer ``#define`` of the contract, by name."""
+    found: dict[str, int] = {}
+    for path in HEADERS:
+        for line in path.read_text().splitlines():
+            m = _DEFINE_INT.match(line.strip())
+            if m:
+                found[m.group(1)] = int(m.group(2), 0)
+    return found
 
 
 def wire_fields() -> dict[str, frozenset[str]]:

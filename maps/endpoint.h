@@ -20,4 +20,13 @@ struct endpoint_info {
 
 #define ENDPOINT_F_NONE 0
 
+#define PYDP_IFACES_MAX 65536 /* max_entries of pydp_ifaces: host ifindexes it can index */
+
+/* Value of pydp_ifaces, an array indexed by the host-side veth's ifindex: the endpoint
+ * behind each interface, so that a packet's source is checked with an array lookup. */
+struct iface_info {
+	__be32 addr;   /* the endpoint's IPv4 address, network order; 0: no endpoint */
+	__u32 network; /* the endpoint's network index */
+};
+
 #endif

@@ -11,7 +11,7 @@ from netaddr import EUI, IPAddress, mac_unix_expanded
 from pydp.maps._codec import ip4_array, ip4_bytes, mac_bytes
 from pydp.maps.base import TypedMap
 
-__all__ = ["ENDPOINT_MAP", "Endpoint", "EndpointMap"]
+__all__ = ["ENDPOINT_MAP", "IFACE_MAP", "Endpoint", "EndpointMap", "Iface", "IfaceMap"]
 
 ENDPOINT_MAP = "pydp_endpoints"
 
@@ -61,3 +61,47 @@ class EndpointMap(TypedMap[IPAddress, Endpoint]):
     def decode_value(self, fields: tuple[Any, ...]) -> Endpoint:
         ifindex, network, mac, flags = fields
         return Endpoint(ifindex, EUI(mac.hex(), dialect=mac_unix_expanded), network, flags)
+
+
+IFACE_MAP = "pydp_ifaces"
+
+
+@dataclass(frozen=True, slots=True)
+class Iface:
+    """The endpoint behind a host-side interface (``pydp_ifaces``, indexed by ifindex)."""
+
+    address: IPAddress | None  # None: no endpoint behind this interface
+    network: int = 0
+
+
+class IfaceMap(TypedMap[int, Iface]):
+    """``pydp_ifaces``: host ifindex -> Iface. An array: "deleting" writes an empty entry."""
+
+    key_type = "uint32_t"
+    value_type = "struct iface_info"
+    EMPTY = Iface(None, 0)
+
+    def encode_key(self, key: int) -> tuple[Any, ...]:
+        return (key,)
+
+    def decode_key(self, fields: tuple[Any, ...]) -> int:
+        return int(fields[0])
+
+    def encode_value(self, value: Iface) -> tuple[Any, ...]:
+        return (0 if value.address is None else int(value.address), value.network)
+
+    def decode_value(self, fields: tuple[Any, ...]) -> Iface:
+        addr, network = fields
+        return Iface(IPAddress(addr, 4) if addr else None, network)
+
+    def value_bytes(self, value: Iface) -> bytes:
+        addr = b"\0\0\0\0" if value.address is None else ip4_bytes(value.address)
+        return self.value_layout.pack_raw(addr, value.network)
+
+    def __delitem__(self, key: int) -> None:
+        self[key] = self.EMPTY
+
+    def discard(self, key: int) -> bool:
+        had = self.get(key, self.EMPTY) != self.EMPTY
+        self[key] = self.EMPTY
+        return had

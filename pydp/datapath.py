@@ -24,13 +24,30 @@ from pydp.loader import (
     tc_attached,
     tcx_prog_ids,
 )
-from pydp.maps import ENDPOINT_MAP, METRICS_MAP, Counter, Endpoint, EndpointMap, MetricsMap
+from pydp.maps import (
+    CONSTANTS,
+    ENDPOINT_MAP,
+    IFACE_MAP,
+    METRICS_MAP,
+    Counter,
+    Endpoint,
+    EndpointMap,
+    Iface,
+    IfaceMap,
+    MetricsMap,
+)
 
 __all__ = ["ENDPOINT_OBJECT", "Datapath"]
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_OBJECT = "endpoint.bpf.o"
+IFACES_MAX = CONSTANTS["PYDP_IFACES_MAX"]  # the ifindexes pydp_ifaces can index
+
+
+def _ifindex(endpoint_info: bytes) -> int:
+    """The ifindex of a packed struct endpoint_info (its first field)."""
+    return int.from_bytes(endpoint_info[:4], "little")
 
 
 class Datapath:
@@ -49,6 +66,7 @@ class Datapath:
         self._tag = self.from_container.tag
         self._ours: dict[int, bool] = {}  # program id -> runs the same code as ours
         self.endpoints = EndpointMap(self._obj.map(ENDPOINT_MAP))
+        self.ifaces = IfaceMap(self._obj.map(IFACE_MAP))
         self.metrics = MetricsMap(self._obj.map(METRICS_MAP))
 
     def plug(self, address: IPAddress, host_ifindex: int, mac: EUI, network: int = 0) -> Attachment:
@@ -56,6 +74,8 @@ class Datapath:
         from_container on that veth's ingress; endpoints of different ``network``
         indexes cannot reach each other."""
         att = attach_tc(self.from_container, host_ifindex, "ingress", root=self.root)
+        if host_ifindex < IFACES_MAX:
+            self.ifaces[host_ifindex] = Iface(address, network)
         self.endpoints[address] = Endpoint(host_ifindex, mac, network)
         log.info("plugged endpoint %s (ifindex %d, %s)", address, host_ifindex, mac)
         return att
@@ -79,13 +99,22 @@ class Datapath:
         return self._ours[prog_id]
 
     def sync_endpoints(self, desired: Mapping[IPAddress, Endpoint]) -> tuple[int, int]:
-        """Make the endpoint map hold exactly ``desired``: write what differs in one batch,
-        delete what is not desired. Returns (written, deleted)."""
+        """Make the endpoint map hold exactly ``desired``, and pydp_ifaces its interfaces:
+        write what differs in one batch, delete what is not desired. Returns (written,
+        deleted). pydp_ifaces is written first, so a crash between the two leaves the
+        endpoint map showing the difference the next call repairs."""
         em = self.endpoints
         current = dict(em.raw.lookup_all())  # compared as bytes: no decoding
         want = {em.key_bytes(k): em.value_bytes(v) for k, v in desired.items()}
         changed = {k: v for k, v in want.items() if current.get(k) != v}
         stale = [k for k in current if k not in want]
+        left = [k for k in stale + list(changed) if k in current]  # gone, or moved
+        ifaces = {_ifindex(current[k]): IfaceMap.EMPTY for k in left}
+        by_key = dict(zip(want, desired.items(), strict=True))
+        for k in changed:
+            ip, ep = by_key[k]
+            ifaces[ep.ifindex] = Iface(ip, ep.network)
+        self.ifaces.update_batch({i: e for i, e in ifaces.items() if i < IFACES_MAX})
         if changed:
             em.raw.update_batch(b"".join(changed), b"".join(changed.values()), len(changed))
         if stale:
@@ -95,6 +124,8 @@ class Datapath:
     def unplug(self, address: IPAddress, host_ifindex: int) -> None:
         """Undo ``plug``; an endpoint already gone is fine."""
         self.endpoints.discard(address)
+        if host_ifindex < IFACES_MAX:
+            self.ifaces.discard(host_ifindex)
         detach_tc(host_ifindex, "ingress", root=self.root)
         log.info("unplugged endpoint %s (ifindex %d)", address, host_ifindex)
 

@@ -25,8 +25,17 @@ static __always_inline struct endpoint_info *ep4_lookup(__be32 addr)
 static __always_inline int ep4_check_source(const struct __sk_buff *skb, __be32 saddr,
 					    const struct endpoint_info *dst)
 {
-	const struct endpoint_info *src = ep4_lookup(saddr);
+	const struct endpoint_info *src;
+	__u32 ifindex = skb->ifindex;
 
+	if (ifindex < PYDP_IFACES_MAX) {
+		/* the common case, the interface's own endpoint: one array lookup */
+		const struct iface_info *me = bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
+
+		if (me && me->addr && me->addr == saddr)
+			return me->network != dst->network ? -DROP_NET_ISOLATED : 0;
+	}
+	src = ep4_lookup(saddr);
 	if (!src)
 		return 0;
 	if (src->ifindex != skb->ifindex)

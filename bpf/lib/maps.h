@@ -14,6 +14,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pydp_endpoints SEC(".maps");
 
+/* Written by the agent (the endpoint behind each host ifindex below PYDP_IFACES_MAX);
+ * read by from_container to check a packet's source with one array lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct iface_info);
+	__uint(max_entries, PYDP_IFACES_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_ifaces SEC(".maps");
+
 /* Written by every program (one count per packet and reason); read by the CLI. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

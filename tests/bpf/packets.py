@@ -9,7 +9,7 @@ from netaddr import EUI, IPAddress
 from scapy.layers.l2 import Ether
 
 from pydp.loader import Program, test_run
-from pydp.maps import Counter, Endpoint, EndpointMap, MetricsMap, reason_name
+from pydp.maps import Counter, Endpoint, EndpointMap, Iface, IfaceMap, MetricsMap, reason_name
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
 VERDICTS = {TC_ACT_OK: "TC_ACT_OK", TC_ACT_SHOT: "TC_ACT_SHOT", TC_ACT_REDIRECT: "TC_ACT_REDIRECT"}
@@ -26,6 +26,7 @@ class Case:
     expect: bytes | Callable[[bytes], bytes] | None = None  # None: unchanged
     endpoints: Mapping[IPAddress, Endpoint] = field(default_factory=dict)
     ifindex: int | None = None  # the interface the packet arrives on (skb->ifindex)
+    ifaces: Mapping[int, Iface] = field(default_factory=dict)  # pydp_ifaces entries
 
     def expected_output(self) -> bytes:
         if self.expect is None:
@@ -41,10 +42,18 @@ def decode(raw: bytes) -> str:
         return f"<undecodable: {e}> {raw.hex()}"
 
 
-def run_case(program: Program, endpoints: EndpointMap, metrics: MetricsMap, case: Case) -> None:
+def run_case(
+    program: Program,
+    endpoints: EndpointMap,
+    metrics: MetricsMap,
+    case: Case,
+    ifaces: IfaceMap | None = None,
+) -> None:
     """Set the maps up, run the program once, check verdict, output bytes and counter."""
     endpoints.clear()
     endpoints.update_batch({IPAddress(ip): ep for ip, ep in case.endpoints.items()})
+    if ifaces is not None:
+        ifaces.update_batch({i: IfaceMap.EMPTY for i in range(4)} | dict(case.ifaces))
     before = metrics.counter(case.reason)
     result = test_run(
         program, case.packet, ctx=None if case.ifindex is None else skb_ctx(case.ifindex)

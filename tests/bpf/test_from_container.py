@@ -14,7 +14,7 @@ from scapy.packet import Raw
 
 from pydp.errors import DatapathError
 from pydp.loader import BpfObject, test_run
-from pydp.maps import Endpoint, EndpointMap, MetricsMap
+from pydp.maps import Endpoint, EndpointMap, Iface, IfaceMap, MetricsMap
 
 from .packets import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, Case, run_case
 
@@ -115,6 +115,27 @@ CASES = [
         with_source(network=1, ifindex=999),
         ifindex=LO,
     ),
+    # the source only in pydp_ifaces (not in the endpoint map): only the array path can decide
+    Case(
+        "the interface's own endpoint, same network, is redirected (pydp_ifaces path)",
+        TCP_SYN,
+        TC_ACT_REDIRECT,
+        "REASON_REDIRECT",
+        to_endpoint,
+        EP,
+        ifindex=LO,
+        ifaces={LO: Iface(IPAddress("10.0.0.1"), 1)},
+    ),
+    Case(
+        "the interface's own endpoint, another network, is dropped (pydp_ifaces path)",
+        TCP_SYN,
+        TC_ACT_SHOT,
+        "DROP_NET_ISOLATED",
+        None,
+        EP,
+        ifindex=LO,
+        ifaces={LO: Iface(IPAddress("10.0.0.1"), 2)},
+    ),
     Case(
         "a destination not in the endpoint map goes to the stack unchanged",
         raw(eth() / ip4(dst="10.0.0.9") / TCP(dport=80)),
@@ -214,6 +235,7 @@ def test_from_container_table(endpoint_obj: BpfObject, case: Case) -> None:
         EndpointMap(endpoint_obj.map("pydp_endpoints")),
         MetricsMap(endpoint_obj.map("pydp_metrics")),
         case,
+        IfaceMap(endpoint_obj.map("pydp_ifaces")),
     )
 
 
