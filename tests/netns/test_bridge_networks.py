@@ -286,3 +286,52 @@ def test_bridge_mtu_option_and_ipv4_only(pydp_node: PydpNode) -> None:
     assert "inet6" not in node("exec", "a", "--", "ip", "addr").stdout
     host_veths = node.host.run(["ip", "-o", "addr", "show", "master", "brmtu"]).stdout
     assert "inet6" not in host_veths
+
+
+def test_network_inspect_ls_and_prune(pydp_node: PydpNode) -> None:
+    """inspect shows Docker's fields; ls lists in table and JSON; prune removes only the
+    unused user networks and their bridges."""
+    node = pydp_node
+    node(
+        "network",
+        "create",
+        "--subnet",
+        "10.77.0.0/24",
+        "--ip-range",
+        "10.77.0.128/25",
+        "--gateway",
+        "10.77.0.254",
+        "--aux-address",
+        "x=10.77.0.200",
+        "-o",
+        "com.docker.network.bridge.name=brused",
+        "used",
+    )
+    node(
+        "network",
+        "create",
+        "--subnet",
+        "10.78.0.0/24",
+        "-o",
+        "com.docker.network.bridge.name=bridle",
+        "idle",
+    )
+    node("run", "--name", "a", "--network", "used", "-d", "--", "sleep", "60")
+    [net] = node.json("network", "inspect", "used")
+    assert net["IPAM"]["Config"] == [
+        {
+            "Subnet": "10.77.0.0/24",
+            "IPRange": "10.77.0.128/25",
+            "Gateway": "10.77.0.254",
+            "AuxiliaryAddresses": {"x": "10.77.0.200"},
+        }
+    ]
+    [ep] = net["Containers"].values()
+    assert (ep["Name"], ep["IPv4Address"], ep["Interface"]) == ("a", "10.77.0.128/24", "eth0")
+    rows = node.json("network", "ls", "--format", "json")
+    assert sorted(r["name"] for r in rows) == ["bridge", "host", "idle", "none", "used"]
+    table = node("network", "ls").stdout.splitlines()
+    assert table[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE", "SUBNET"]
+    assert node("network", "prune", "-f").stdout == "Deleted Networks:\nidle\n"
+    assert node.host.run(["ip", "link", "show", "bridle"], check=False).returncode != 0
+    assert node.host.run(["ip", "link", "show", "brused"]).returncode == 0
