@@ -25,6 +25,7 @@ from pydp.control.model import (
     new_id,
     sandbox_key,
 )
+from pydp.control.ports import PortMapping, check_conflicts
 from pydp.errors import ConfigError, ConflictError, NotFoundError
 from pydp.store import Store, Txn
 
@@ -33,6 +34,7 @@ __all__ = ["PREDEFINED", "Controller"]
 PREDEFINED = ("bridge", "host", "none")  # Docker's networks, created on first use
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}")
 _MAX_IFACES = 64  # eth0 .. eth63 in one sandbox
+EPHEMERAL = (49153, 65536)  # host ports chosen for -p CONTAINER_PORT, as Docker's
 
 
 def _check_name(what: str, name: str) -> str:
@@ -199,14 +201,19 @@ class Controller:
         return sb
 
     def run_sandbox(
-        self, name: str | None, network: str, ip: str | None = None
+        self,
+        name: str | None,
+        network: str,
+        ip: str | None = None,
+        ports: Sequence[PortMapping] = (),
     ) -> tuple[Sandbox, Endpoint]:
-        """``run``: a new sandbox connected to network, in one transaction (all or nothing)."""
+        """``run``: a new sandbox connected to network, its ports published, in one
+        transaction (all or nothing)."""
         self.ensure_defaults()
         with self.store.transaction() as t:
             net = _find_network(t, network)
             sb = self._create_sandbox(t, name, host=net.driver == "host")
-            return sb, self._connect(t, net, sb, ip)
+            return sb, self._connect(t, net, sb, ip, ports)
 
     def sandboxes(self) -> list[Sandbox]:
         with self.store.transaction() as t:
@@ -233,7 +240,14 @@ class Controller:
         with self.store.transaction() as t:
             return self._connect(t, _find_network(t, network), _find_sandbox(t, sandbox), ip)
 
-    def _connect(self, t: Txn, net: Network, sb: Sandbox, ip: str | None) -> Endpoint:
+    def _connect(
+        self,
+        t: Txn,
+        net: Network,
+        sb: Sandbox,
+        ip: str | None,
+        ports: Sequence[PortMapping] = (),
+    ) -> Endpoint:
         mine = [e for e in _endpoints(t) if e.sandbox == sb.name]
         if any(e.network_id == net.id for e in mine):
             raise ConflictError(f"sandbox {sb.name} is already connected to network {net.name}")
@@ -251,9 +265,30 @@ class Controller:
             raise ConfigError(f"--ip: network {net.name} ({net.driver}) takes no addresses")
         ifname = self._next_ifname(mine) if drv.has_interfaces else ""
         mac = None if addr is None else mac_for(addr)
-        ep = Endpoint(new_id(), net.id, sb.name, ifname, addr, mac, time.time())
+        chosen = self._publish(t, net, ports) if ports else ()
+        ep = Endpoint(new_id(), net.id, sb.name, ifname, addr, mac, time.time(), chosen)
         t.put(endpoint_key(net.id, ep.id), ep.to_json())
         return ep
+
+    @staticmethod
+    def _publish(t: Txn, net: Network, ports: Sequence[PortMapping]) -> tuple[PortMapping, ...]:
+        """Check the requested ports against every published one and choose the free host
+        ports asked for with 0 (Docker's range, 49153-65535, lowest first)."""
+        if net.pool is None:
+            raise ConfigError(f"--publish: network {net.name} ({net.driver}) has no addresses")
+        published = [p for e in _endpoints(t) for p in e.ports]
+        check_conflicts(ports, published)
+        taken = {(p.proto, p.host_port) for p in [*published, *ports]}
+        out = []
+        for pm in ports:
+            if pm.host_port == 0:
+                free = next((n for n in range(*EPHEMERAL) if (pm.proto, n) not in taken), None)
+                if free is None:
+                    raise ConflictError(f"--publish: no free host port left for {pm}")
+                pm = PortMapping(pm.host_ip, free, pm.container_port, pm.proto)
+                taken.add((pm.proto, free))
+            out.append(pm)
+        return tuple(out)
 
     @staticmethod
     def _check_mode(net: Network, sb: Sandbox, mine: Sequence[Endpoint], t: Txn) -> None:

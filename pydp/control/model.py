@@ -16,6 +16,7 @@ from typing import Any
 from netaddr import EUI, IPAddress, mac_unix_expanded
 
 from pydp.control.ipam import Pool
+from pydp.control.ports import PortMapping
 
 __all__ = [
     "Endpoint",
@@ -125,10 +126,12 @@ class Endpoint:
     address: IPAddress | None
     mac: EUI | None
     created: float = 0.0
+    ports: tuple[PortMapping, ...] = ()  # published ports (``-p``), host port chosen
 
     def to_json(self) -> str:
         return json.dumps(
             {
+                "ports": [p.to_json() for p in self.ports],
                 "id": self.id,
                 "network_id": self.network_id,
                 "sandbox": self.sandbox,
@@ -145,7 +148,10 @@ class Endpoint:
         d: dict[str, Any] = json.loads(text)
         addr = None if d["address"] is None else _ip4(d["address"])
         mac = None if d["mac"] is None else _mac(d["mac"])
-        return cls(d["id"], d["network_id"], d["sandbox"], d["ifname"], addr, mac, d["created"])
+        ports = tuple(PortMapping.from_json(p) for p in d.get("ports", ()))
+        return cls(
+            d["id"], d["network_id"], d["sandbox"], d["ifname"], addr, mac, d["created"], ports
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,3 +130,20 @@ def test_precheck_vetoes_before_storing(tmp_path: Path) -> None:
     with pytest.raises(ConflictError, match="no bridge"):
         ctl.networks()
     assert ctl.store.list("/networks/") == []
+
+
+def test_publish_ports_chosen_and_conflicts(ctl: Controller) -> None:
+    """run_sandbox stores the published ports, picks free host ports from 49153 for
+    CONTAINER_PORT-only mappings, and refuses a host port already published (storing
+    nothing)."""
+    from pydp.control.ports import parse_publish
+
+    ctl.create_network("n1", subnet="10.7.0.0/24")
+    _, ep = ctl.run_sandbox("a", "n1", ports=[*parse_publish("8080:80"), *parse_publish("53/udp")])
+    assert [str(p) for p in ep.ports] == ["8080:80/tcp", "49153:53/udp"]
+    assert ctl.endpoints("n1")[0].ports == ep.ports
+    _, ep2 = ctl.run_sandbox("b", "n1", ports=parse_publish("80"))
+    assert [str(p) for p in ep2.ports] == ["49153:80/tcp"]
+    with pytest.raises(ConflictError, match="host port 8080/tcp is already published"):
+        ctl.run_sandbox("c", "n1", ports=parse_publish("127.0.0.1:8080:81"))
+    assert [s.name for s in ctl.sandboxes()] == ["a", "b"]
