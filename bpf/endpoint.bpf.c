@@ -5,9 +5,12 @@
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/endpoint.h"
+#include "lib/nat.h"
 
 /* Traffic leaving a container: same-host IPv4 destinations are redirected
- * straight into the destination container; everything else goes to the stack. */
+ * straight into the destination container; with an uplink configured, other
+ * destinations are masqueraded (or a published port's replies translated back)
+ * and sent out of the uplink; everything else goes to the stack. */
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
@@ -15,6 +18,7 @@ int from_container(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct endpoint_info *ep;
 	struct pkt p = {};
+	__u32 reason;
 	int ret;
 
 	ret = parse_pkt(data, data_end, &p);
@@ -23,8 +27,12 @@ int from_container(struct __sk_buff *skb)
 	if (!p.ip4)
 		return metrics_tc_exit(skb, TC_ACT_OK, REASON_PASS_NON_IP);
 	ep = ep4_lookup(p.ip4->daddr);
-	if (!ep)
-		return metrics_tc_exit(skb, TC_ACT_OK, REASON_PASS);
+	if (!ep) {
+		ret = nat4_from_container(skb, &p, &reason);
+		if (ret < 0)
+			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+		return metrics_tc_exit(skb, ret, reason);
+	}
 	ret = ep4_check_source(skb, p.ip4->saddr, ep);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);

@@ -7,6 +7,16 @@ from types import MappingProxyType
 from pydp.maps._cdef import HEADERS, constants, ffi, struct_names
 from pydp.maps._codec import Layout
 from pydp.maps.base import BPF_ANY, BPF_EXIST, BPF_NOEXIST, RawMap, TypedMap
+from pydp.maps.config import (
+    CONFIG_MAP,
+    NETWORKS_MAP,
+    SUBNETS_MAP,
+    ConfigMap,
+    HostConfig,
+    NetworkInfo,
+    NetworkMap,
+    SubnetMap,
+)
 from pydp.maps.endpoint import (
     ENDPOINT_MAP,
     IFACE_MAP,
@@ -16,6 +26,18 @@ from pydp.maps.endpoint import (
     IfaceMap,
 )
 from pydp.maps.metrics import DROP_BASE, METRICS_MAP, REASONS, Counter, MetricsMap, reason_name
+from pydp.maps.nat import (
+    CT_STATES,
+    NAT_MAP,
+    PORTS_MAP,
+    NatEntry,
+    NatKey,
+    NatMap,
+    PortKey,
+    PortMap,
+    PortTarget,
+    monotonic_ns,
+)
 
 CONSTANTS = MappingProxyType(constants())  # the contract's integer #defines, by name
 
@@ -23,23 +45,41 @@ __all__ = [
     "BPF_ANY",
     "BPF_EXIST",
     "BPF_NOEXIST",
+    "CONFIG_MAP",
     "CONSTANTS",
+    "CT_STATES",
     "DROP_BASE",
     "ENDPOINT_MAP",
     "HEADERS",
     "IFACE_MAP",
     "METRICS_MAP",
+    "NAT_MAP",
+    "NETWORKS_MAP",
+    "PORTS_MAP",
     "REASONS",
+    "SUBNETS_MAP",
+    "ConfigMap",
     "Counter",
     "Endpoint",
     "EndpointMap",
+    "HostConfig",
     "Iface",
     "IfaceMap",
     "Layout",
     "MetricsMap",
+    "NatEntry",
+    "NatKey",
+    "NatMap",
+    "NetworkInfo",
+    "NetworkMap",
+    "PortKey",
+    "PortMap",
+    "PortTarget",
     "RawMap",
+    "SubnetMap",
     "TypedMap",
     "ffi",
+    "monotonic_ns",
     "reason_name",
     "struct_names",
 ]

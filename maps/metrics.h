@@ -11,6 +11,11 @@ enum pydp_reason {
 	REASON_PASS = 0,       /* handed to the kernel's stack (TC_ACT_OK / XDP_PASS) */
 	REASON_REDIRECT = 1,   /* redirected to a local endpoint */
 	REASON_PASS_NON_IP = 2, /* not IPv4 (ARP, IPv6, ...): handed to the stack */
+	REASON_SNAT = 3,        /* masqueraded and redirected out of the uplink */
+	REASON_DNAT = 4,        /* to a published port: translated and delivered to the endpoint */
+	REASON_REV_NAT = 5,     /* a reply translated back and delivered (or sent out the uplink) */
+	REASON_REV_NAT_ICMP = 6, /* an ICMP error quoting a translated packet, translated back */
+	REASON_NAT_FIB_MISS = 7, /* translated, but no route out of the uplink: to the stack */
 	DROP_BASE = 128,
 	DROP_INVALID_ETH = 129, /* Ethernet header truncated */
 	DROP_INVALID_IP = 130,  /* IPv4 header truncated, ihl < 5, or version != 4 */
@@ -18,6 +23,10 @@ enum pydp_reason {
 	DROP_REDIRECT = 132,    /* the redirect helper refused the target */
 	DROP_NET_ISOLATED = 133, /* source and destination endpoints are on different networks */
 	DROP_SRC_SPOOFED = 134, /* source address belongs to another local endpoint */
+	DROP_NAT_NO_PORT = 135, /* masquerade found no free port in NAT_PORT_TRIES tries */
+	DROP_NO_CT = 136,       /* to a NAT port of the uplink with no conntrack entry nor socket */
+	DROP_NAT_NO_EP = 137,   /* a published port leads to an address that is no local endpoint */
+	DROP_CT_CREATE = 138,   /* writing a conntrack/NAT entry failed */
 };
 
 #define PYDP_METRICS_MAX 256 /* entries in pydp_metrics: one per enum pydp_reason value */

@@ -98,11 +98,11 @@ class Datapath:
             self._ours[prog_id] = prog_tag(prog_id) == self._tag
         return self._ours[prog_id]
 
-    def sync_endpoints(self, desired: Mapping[IPAddress, Endpoint]) -> tuple[int, int]:
+    def sync_endpoints(self, desired: Mapping[IPAddress, Endpoint]) -> list[IPAddress]:
         """Make the endpoint map hold exactly ``desired``, and pydp_ifaces its interfaces:
-        write what differs in one batch, delete what is not desired. Returns (written,
-        deleted). pydp_ifaces is written first, so a crash between the two leaves the
-        endpoint map showing the difference the next call repairs."""
+        write what differs in one batch, delete what is not desired, and return the
+        addresses removed. pydp_ifaces is written first, so a crash between the two leaves
+        the endpoint map showing the difference the next call repairs."""
         em = self.endpoints
         current = dict(em.raw.lookup_all())  # compared as bytes: no decoding
         want = {em.key_bytes(k): em.value_bytes(v) for k, v in desired.items()}
@@ -119,7 +119,7 @@ class Datapath:
             em.raw.update_batch(b"".join(changed), b"".join(changed.values()), len(changed))
         if stale:
             em.raw.delete_batch(b"".join(stale), len(stale))
-        return len(changed), len(stale)
+        return [em.decode_key(em.key_layout.unpack(k)) for k in stale]
 
     def unplug(self, address: IPAddress, host_ifindex: int) -> None:
         """Undo ``plug``; an endpoint already gone is fine."""

@@ -4,6 +4,8 @@
 #define PYDP_LIB_MAPS_H
 
 #include "lib/common.h"
+#include "maps/config.h"
+#include "maps/nat.h"
 
 /* Written by the agent (one entry per local endpoint); read by from_container. */
 struct {
@@ -32,5 +34,54 @@ struct {
 	__uint(max_entries, PYDP_METRICS_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pydp_metrics SEC(".maps");
+
+/* Written by the agent (key PYDP_CONFIG_KEY: uplink, NAT range); read by every program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct host_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_config SEC(".maps");
+
+/* Written by the agent (per network index: masquerade flag, gateway MAC); read by
+ * from_container (masquerade) and from_netdev (DNAT delivery). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct network_info);
+	__uint(max_entries, PYDP_NETWORKS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_networks SEC(".maps");
+
+/* Written by the agent (every pydp network's subnet); read by from_container: a
+ * destination in none of them is "outside" and gets masqueraded. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct subnet_key);
+	__type(value, struct subnet_info);
+	__uint(max_entries, PYDP_SUBNETS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required by LPM tries */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_subnets SEC(".maps");
+
+/* Written by from_container and from_netdev (two entries per NATed connection) and by the
+ * agent (deletes on removal); read by both programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct nat_key);
+	__type(value, struct nat_entry);
+	__uint(max_entries, PYDP_NAT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_nat SEC(".maps");
+
+/* Written by the agent (one entry per published host port); read by from_netdev. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct port_key);
+	__type(value, struct port_target);
+	__uint(max_entries, PYDP_PORTS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_ports SEC(".maps");
 
 #endif

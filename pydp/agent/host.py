@@ -38,12 +38,14 @@ class PydpHost:
     several independent pydp hosts, each in its own network namespace.
     """
 
-    def __init__(self, state_dir: Path | None = None, bpffs: Path | None = None) -> None:
+    def __init__(
+        self, state_dir: Path | None = None, bpffs: Path | None = None, uplink: str | None = None
+    ) -> None:
         self.state_dir = state_dir or Path(os.environ.get("PYDP_STATE_DIR") or DEFAULT_STATE_DIR)
         self.bpffs = bpffs or bpffs_root()
         self.store = open_store(self.state_dir)
         self.netns_prefix = netns_prefix(self.state_dir)
-        self.reconciler = Reconciler(self.store, self.netns_prefix, self.bpffs)
+        self.reconciler = Reconciler(self.store, self.netns_prefix, self.bpffs, uplink)
         self.controller = Controller(self.store, self.netns_prefix, self.reconciler.check_network)
 
     def apply(self) -> None:

@@ -10,20 +10,28 @@ alias ``pydp:...``, namespace prefix, pin root), so it never touches the rest.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netaddr import IPAddress, IPNetwork
 
-from pydp.control.driver import PARENT, BridgeDriver
+from pydp.agent.uplink import Uplink, find_uplink
+from pydp.control.driver import ENABLE_MASQUERADE, PARENT, BridgeDriver
 from pydp.control.model import ENDPOINTS, NETWORKS, SANDBOXES, Endpoint, Network, Sandbox
+from pydp.control.ports import PortMapping
 from pydp.datapath import Datapath
+from pydp.datapath_nat import NatDatapath
 from pydp.errors import ConflictError, NotFoundError
 from pydp.loader import prune_links
 from pydp.maps import Endpoint as MapEndpoint
+from pydp.maps.config import HostConfig, NetworkInfo
+from pydp.maps.nat import PortKey, PortTarget
 from pydp.net import Link, NetHost, netns_create, netns_delete, netns_list, sysctl, veth_name
 from pydp.store import Store
 
@@ -32,6 +40,7 @@ __all__ = ["Desired", "Reconciler", "crashpoint", "endpoint_owner", "network_own
 log = logging.getLogger(__name__)
 
 CRASH_ENV = "PYDP_CRASH_AT"  # tests: SIGKILL ourselves at the named point
+PROTO_NUMBERS = {"tcp": 6, "udp": 17}
 READY = 0x7064  # IFLA_GROUP of an endpoint veth whose sandbox side is configured ("pd")
 READY_GW = 0x7067  # ... and whose interface carries the sandbox's default route ("pg")
 
@@ -86,10 +95,17 @@ class Desired:
 class Reconciler:
     """Converges this host's kernel (the calling thread's netns) to the store."""
 
-    def __init__(self, store: Store, netns_prefix: str, bpffs: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        netns_prefix: str,
+        bpffs: Path | None = None,
+        uplink: str | None = None,
+    ) -> None:
         self.store = store
         self.netns_prefix = netns_prefix
         self.bpffs = bpffs
+        self.uplink = uplink  # --uplink; else $PYDP_UPLINK; else the default route's
 
     def check_network(self, net: Network) -> None:
         """Before a network is stored: its bridge name must be free or pydp's, its parent
@@ -108,6 +124,25 @@ class Reconciler:
             if parent is not None and host.link(parent) is None:
                 raise NotFoundError(f"-o {PARENT}: no interface {parent} on this host")
 
+    @staticmethod
+    def check_ports(ports: Sequence[PortMapping]) -> None:
+        """Before ports are stored: a host port a process on this host holds is refused."""
+        for pm in ports:
+            if pm.host_port == 0:
+                continue
+            kind = socket.SOCK_STREAM if pm.proto == "tcp" else socket.SOCK_DGRAM
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind((str(pm.host_ip or "0.0.0.0"), pm.host_port))
+                except OSError as exc:
+                    if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                        raise ConflictError(
+                            f"--publish: host port {pm.host_port}/{pm.proto} is in use by a"
+                            " process on this host"
+                        ) from None
+                    if exc.errno != errno.EADDRNOTAVAIL:
+                        raise
+
     def run(self) -> Desired:
         """One pass: namespaces, bridges, endpoints, then everything stale."""
         desired = Desired.read(self.store)
@@ -117,7 +152,9 @@ class Reconciler:
             self._bridges(host, desired, links)
             crashpoint("reconcile:after-bridges")
             with Datapath(root=self.bpffs) as dp:
-                self._endpoints(host, desired, dp, links)
+                removed = self._endpoints(host, desired, dp, links)
+            with NatDatapath(root=self.bpffs) as nat:
+                self._nat(host, desired, links, nat, removed)
             self._stale(host, desired, links)
         return desired
 
@@ -160,7 +197,9 @@ class Reconciler:
                 links[parent] = host.adjust(port, master=bridge)
             links[name] = bridge
 
-    def _endpoints(self, host: NetHost, d: Desired, dp: Datapath, links: dict[str, Link]) -> None:
+    def _endpoints(
+        self, host: NetHost, d: Desired, dp: Datapath, links: dict[str, Link]
+    ) -> list[IPAddress]:
         """Endpoints whose host-side veth shows them complete (owner, bridge, MTU, peer in a
         namespace, and the READY mark set after their sandbox side was done) are left alone;
         the others are wired, sandbox by sandbox."""
@@ -180,7 +219,47 @@ class Reconciler:
                 dp.ensure_attached(link.ifindex)
                 assert ep.address is not None and ep.mac is not None
                 wanted[ep.address] = MapEndpoint(link.ifindex, ep.mac, net.index)
-        dp.sync_endpoints(wanted)
+        return dp.sync_endpoints(wanted)
+
+    def _nat(
+        self,
+        host: NetHost,
+        d: Desired,
+        links: dict[str, Link],
+        nat: NatDatapath,
+        removed: list[IPAddress],
+    ) -> None:
+        """The uplink, every bridge network's masquerade setting and subnet, every published
+        port; the connections of removed endpoints are forgotten."""
+        try:
+            up: Uplink | None = find_uplink(host, self.uplink)
+        except NotFoundError as exc:
+            if self.uplink:
+                raise
+            log.info("no NAT: %s", exc)
+            up = None
+        config = HostConfig() if up is None else HostConfig(up.ifindex, up.address.ip)
+        networks, subnets = {}, {}
+        for name, net in d.bridges().items():
+            assert net.pool is not None
+            masq = net.options.get(ENABLE_MASQUERADE, "true") != "false"
+            bridge = links.get(name)
+            mac = None if bridge is None else bridge.mac
+            networks[net.index] = NetworkInfo(masq) if mac is None else NetworkInfo(masq, mac)
+            subnets[net.pool.subnet] = net.index
+        ports = {
+            PortKey(PROTO_NUMBERS[pm.proto], pm.host_port, pm.host_ip): PortTarget(
+                ep.address, pm.container_port
+            )
+            for ep, _, _ in d.wired()
+            if ep.address is not None
+            for pm in ep.ports
+        }
+        nat.sync(config, networks, subnets, ports)
+        if removed:
+            nat.purge(removed)
+        if up is not None:
+            nat.ensure_attached(up.ifindex)
 
     @staticmethod
     def _by_sandbox(d: Desired) -> dict[str, list[tuple[Endpoint, Network, int]]]:

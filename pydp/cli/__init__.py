@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--state-dir", type=Path, help="state (default $PYDP_STATE_DIR or /var/lib/pydp)"
     )
+    p.add_argument(
+        "--uplink",
+        help="the interface for masquerade and published ports (default: $PYDP_UPLINK,"
+        " else the one holding the default route)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     network.add_parser(sub)
     sandbox.add_parser(sub)
@@ -82,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.bpffs = bpffs_root()
         if not getattr(args, "needs_host", True):
             return int(args.func(args))
-        with PydpHost(args.state_dir, args.bpffs) as host:
+        with PydpHost(args.state_dir, args.bpffs, args.uplink) as host:
             if args.func is not _reset:
                 host.repair()
             return int(args.func(host, args))

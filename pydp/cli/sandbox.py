@@ -12,6 +12,7 @@ from typing import Any
 from pydp.agent import PydpHost
 from pydp.cli._output import emit
 from pydp.control.model import Sandbox
+from pydp.control.ports import parse_publish_all
 from pydp.errors import ConfigError
 
 __all__ = ["add_parser", "exec_argv"]
@@ -47,6 +48,7 @@ def _sandbox_json(host: PydpHost, sb: Sandbox) -> dict[str, Any]:
             }
             for e in sorted(eps, key=lambda e: e.ifname)
         },
+        "Ports": [str(p) for e in eps for p in e.ports],
     }
 
 
@@ -93,7 +95,9 @@ def _run(host: PydpHost, a: argparse.Namespace) -> int:
         raise ConfigError("CMD: expected a command after --")
     if a.rm and a.detach:
         raise ConfigError("--rm: cannot be combined with -d (pydp runs no daemon to clean up)")
-    sb, _ = host.controller.run_sandbox(a.name, a.network, a.ip)
+    ports = parse_publish_all(a.publish or [])
+    host.reconciler.check_ports(ports)
+    sb, _ = host.controller.run_sandbox(a.name, a.network, a.ip, ports)
     try:
         host.apply()
         if a.detach:
@@ -143,6 +147,14 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--name", help="the sandbox's name (default: generated)")
     r.add_argument("--network", default="bridge", help="network to connect (default: bridge)")
     r.add_argument("--ip", help="a static IPv4 address on that network")
+    r.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        metavar="[IP:]HOST_PORT:CONTAINER_PORT[/PROTO]",
+        help="publish a port on the uplink (ranges: 8000-8009:8000-8009; CONTAINER_PORT alone"
+        " picks a free host port)",
+    )
     r.add_argument("--rm", action="store_true", help="remove the sandbox when CMD exits")
     r.add_argument("-d", "--detach", action="store_true", help="run CMD in the background")
     r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...")

@@ -1,0 +1,463 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* IPv4 NAT: masquerade (SNAT) of containers' traffic to the outside, published ports (DNAT)
+ * from the uplink, reverse translation of replies and of ICMP errors quoting them. */
+#ifndef PYDP_LIB_NAT_H
+#define PYDP_LIB_NAT_H
+
+#include "lib/config.h"
+#include "lib/csum.h"
+#include "lib/ct.h"
+#include "lib/endpoint.h"
+#include "lib/fib.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+
+#define NAT_SKIP 1 /* not for NAT: the packet goes on untouched */
+
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+
+static __always_inline const struct host_config *nat4_config(void)
+{
+	__u32 key = PYDP_CONFIG_KEY;
+
+	return bpf_map_lookup_elem(&pydp_config, &key);
+}
+
+/* Fill k with p's tuple as seen in dir; false when p has none NAT handles (other
+ * protocols, non-first fragments, ICMP other than echo). */
+static __always_inline int nat4_key_from_pkt(const struct pkt *p, struct nat_key *k, __u8 dir)
+{
+	const struct icmp4hdr *ic;
+	const struct udphdr *uh;
+
+	if (!p->l4)
+		return 0;
+	k->saddr = p->ip4->saddr;
+	k->daddr = p->ip4->daddr;
+	k->proto = p->l4_proto;
+	k->dir = dir;
+	k->pad = 0;
+	switch (p->l4_proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP: /* ports at the same offsets in both */
+		uh = p->l4;
+		k->sport = uh->source;
+		k->dport = uh->dest;
+		return 1;
+	case IPPROTO_ICMP:
+		ic = p->l4;
+		if (ic->type == ICMP_ECHO) {
+			k->sport = ic->id;
+			k->dport = 0;
+			return 1;
+		}
+		if (ic->type == ICMP_ECHOREPLY) {
+			k->sport = 0;
+			k->dport = ic->id;
+			return 1;
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Rewrite p's source (dst = 0) or destination (dst = 1) address and port (ICMP echo: the
+ * identifier) to addr:port, updating the IP, TCP/UDP (pseudo-header) and ICMP checksums
+ * incrementally. A UDP checksum of 0 (none) stays 0; a computed 0 is sent as 0xffff. */
+static __always_inline void nat4_rewrite(struct pkt *p, int dst, __be32 addr, __be16 port)
+{
+	struct iphdr *ip4 = p->ip4;
+	__be32 *afield = dst ? &ip4->daddr : &ip4->saddr;
+	__be32 old_addr = *afield;
+	__sum16 *csum = NULL;
+	__be16 *pfield, old_port;
+	int pseudo = 1, udp = 0;
+
+	csum_replace4(&ip4->check, old_addr, addr);
+	*afield = addr;
+	if (p->l4_proto == IPPROTO_TCP) {
+		struct tcphdr *th = p->l4;
+
+		pfield = dst ? &th->dest : &th->source;
+		csum = &th->check;
+	} else if (p->l4_proto == IPPROTO_UDP) {
+		struct udphdr *uh = p->l4;
+
+		pfield = dst ? &uh->dest : &uh->source;
+		if (uh->check)
+			csum = &uh->check;
+		udp = 1;
+	} else {
+		struct icmp4hdr *ic = p->l4;
+
+		pfield = &ic->id;
+		csum = &ic->checksum;
+		pseudo = 0;
+	}
+	old_port = *pfield;
+	*pfield = port;
+	if (!csum)
+		return;
+	if (pseudo)
+		csum_replace4(csum, old_addr, addr);
+	csum_replace2(csum, old_port, port);
+	if (udp && !*csum)
+		*csum = 0xffff;
+}
+
+/* The network of the local endpoint that sent p in on skb's interface; false when the
+ * source is no local endpoint behind that interface (then it is not masqueraded). */
+static __always_inline int nat4_src_network(const struct __sk_buff *skb, __be32 saddr,
+					    __u32 *network)
+{
+	const struct endpoint_info *src;
+	__u32 ifindex = skb->ifindex;
+
+	if (ifindex < PYDP_IFACES_MAX) {
+		const struct iface_info *me = bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
+
+		if (me && me->addr && me->addr == saddr) {
+			*network = me->network;
+			return 1;
+		}
+	}
+	src = ep4_lookup(saddr);
+	if (!src || src->ifindex != skb->ifindex)
+		return 0;
+	*network = src->network;
+	return 1;
+}
+
+/* A new masqueraded connection for p (tuple k, egress): keep the source port when the
+ * reply tuple is free, else try ports of the configured range from a start derived from
+ * the tuple. Writes the ingress entry (reply -> original, with the L2 to deliver it) and
+ * the egress entry (original -> translated). Returns 0 with *port set, NAT_SKIP when p is
+ * not to be masqueraded, or a negative DROP_*.
+ * Two CPUs racing for one port may both win it (BPF_ANY): the later entry replaces the
+ * earlier and one connection's replies are lost, as with an LRU eviction. */
+static __always_inline int nat4_snat_new(const struct __sk_buff *skb, const struct pkt *p,
+					 const struct host_config *cfg, const struct nat_key *k,
+					 __u64 now, __be16 *port)
+{
+	struct subnet_key sk = { .prefixlen = 32, .addr = k->daddr };
+	const struct network_info *net;
+	struct nat_entry rv = {}, fv = {};
+	struct nat_key rk = {};
+	__u32 network, range, start, i;
+	__be16 cand = k->sport;
+
+	if (bpf_map_lookup_elem(&pydp_subnets, &sk))
+		return NAT_SKIP; /* inside a pydp network: not masqueraded */
+	if (!nat4_src_network(skb, k->saddr, &network))
+		return NAT_SKIP;
+	net = bpf_map_lookup_elem(&pydp_networks, &network);
+	if (!net || !(net->flags & NETWORK_F_MASQUERADE))
+		return NAT_SKIP;
+
+	rv.state = ct_initial_state(ct_tcp_flags(p));
+	rv.expires = now + ct_timeout_ns(k->proto, rv.state);
+	rv.flags = NAT_F_SNAT;
+	rv.addr = k->saddr;
+	rv.port = k->sport;
+	rv.ifindex = skb->ifindex;
+	__builtin_memcpy(rv.dmac, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(rv.smac, p->eth->h_dest, ETH_ALEN);
+	rk.saddr = k->daddr;
+	rk.daddr = cfg->uplink_addr;
+	rk.sport = k->dport;
+	rk.proto = k->proto;
+	rk.dir = NAT_DIR_INGRESS;
+
+	range = cfg->nat_port_max >= cfg->nat_port_min ?
+			(__u32)cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
+	start = (k->saddr ^ k->daddr ^ ((__u32)k->sport << 16 | k->dport)) * 2654435761u;
+	for (i = 0; i < NAT_PORT_TRIES; i++) {
+		const struct nat_entry *old;
+
+		if (i)
+			cand = bpf_htons((__u16)(cfg->nat_port_min + (start + i) % range));
+		rk.dport = cand;
+		old = bpf_map_lookup_elem(&pydp_nat, &rk);
+		if (old && old->expires >= now && (old->addr != k->saddr || old->port != k->sport))
+			continue; /* taken by another live connection */
+		if (bpf_map_update_elem(&pydp_nat, &rk, &rv, BPF_ANY))
+			return -DROP_CT_CREATE;
+		fv = rv;
+		fv.addr = cfg->uplink_addr;
+		fv.port = cand;
+		fv.ifindex = 0;
+		__builtin_memset(fv.dmac, 0, ETH_ALEN);
+		__builtin_memset(fv.smac, 0, ETH_ALEN);
+		if (bpf_map_update_elem(&pydp_nat, k, &fv, BPF_ANY))
+			return -DROP_CT_CREATE;
+		*port = cand;
+		return 0;
+	}
+	return -DROP_NAT_NO_PORT;
+}
+
+/* from_container, a destination that is no local endpoint: translate the source of a
+ * tracked connection (masquerade, or a published port's reply) or masquerade a new one,
+ * then send it out of the uplink. Returns a TC verdict with *reason, or a negative DROP_*. */
+static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt *p,
+					       __u32 *reason)
+{
+	const struct host_config *cfg = nat4_config();
+	struct nat_entry *e;
+	struct nat_key k;
+	__be32 addr;
+	__be16 port;
+	__u64 now;
+	int ret;
+
+	*reason = REASON_PASS;
+	if (!cfg || !cfg->uplink_ifindex)
+		return TC_ACT_OK;
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	e = ct_lookup(&k, now);
+	if (e) {
+		ct_advance(&k, e, p, now);
+		*reason = (e->flags & NAT_F_DNAT) ? REASON_REV_NAT : REASON_SNAT;
+		addr = e->addr;
+		port = e->port;
+	} else {
+		ret = nat4_snat_new(skb, p, cfg, &k, now, &port);
+		if (ret)
+			return ret == NAT_SKIP ? TC_ACT_OK : ret;
+		*reason = REASON_SNAT;
+		addr = cfg->uplink_addr;
+	}
+	nat4_rewrite(p, 0, addr, port);
+	return fib4_redirect_uplink(skb, p, cfg->uplink_ifindex, reason);
+}
+
+/* Deliver a translated packet to a local endpoint as entry e says: its MAC as destination,
+ * the gateway MAC it knows as source, into its netns. Returns TC_ACT_REDIRECT or a
+ * negative DROP_*. */
+static __always_inline int nat4_deliver(struct pkt *p, const struct nat_entry *e)
+{
+	long ret;
+
+	__builtin_memcpy(p->eth->h_dest, e->dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, e->smac, ETH_ALEN);
+	if (CFG_REDIRECT_PEER)
+		ret = bpf_redirect_peer(e->ifindex, 0);
+	else
+		ret = bpf_redirect(e->ifindex, 0);
+	return ret == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : -DROP_REDIRECT;
+}
+
+/* A new connection to a published port (tuple k, ingress): write both entries and fill
+ * *in with the ingress one. Returns 0, NAT_SKIP when no port is published there, or a
+ * negative DROP_*. A wildcard entry (address 0) matches the uplink's address only. */
+static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_config *cfg,
+					 const struct nat_key *k, __u64 now, struct nat_entry *in)
+{
+	struct port_key pk = { .addr = k->daddr, .port = k->dport, .proto = k->proto };
+	const struct port_target *t;
+	const struct endpoint_info *ep;
+	const struct network_info *net;
+	struct nat_entry out = {};
+	struct nat_key ok = {};
+
+	if (k->proto == IPPROTO_ICMP)
+		return NAT_SKIP;
+	t = bpf_map_lookup_elem(&pydp_ports, &pk);
+	if (!t && k->daddr == cfg->uplink_addr) {
+		pk.addr = 0;
+		t = bpf_map_lookup_elem(&pydp_ports, &pk);
+	}
+	if (!t)
+		return NAT_SKIP;
+	ep = ep4_lookup(t->addr);
+	if (!ep)
+		return -DROP_NAT_NO_EP;
+	net = bpf_map_lookup_elem(&pydp_networks, &ep->network);
+
+	in->state = ct_initial_state(ct_tcp_flags(p));
+	in->expires = now + ct_timeout_ns(k->proto, in->state);
+	in->flags = NAT_F_DNAT;
+	in->addr = t->addr;
+	in->port = t->port;
+	in->ifindex = ep->ifindex;
+	__builtin_memcpy(in->dmac, ep->mac, ETH_ALEN);
+	if (net)
+		__builtin_memcpy(in->smac, net->gw_mac, ETH_ALEN);
+	else
+		__builtin_memcpy(in->smac, p->eth->h_dest, ETH_ALEN);
+	out.state = in->state;
+	out.expires = in->expires;
+	out.flags = NAT_F_DNAT;
+	out.addr = k->daddr;
+	out.port = k->dport;
+	ok.saddr = t->addr;
+	ok.daddr = k->saddr;
+	ok.sport = t->port;
+	ok.dport = k->sport;
+	ok.proto = k->proto;
+	ok.dir = NAT_DIR_EGRESS;
+	if (bpf_map_update_elem(&pydp_nat, &ok, &out, BPF_ANY))
+		return -DROP_CT_CREATE;
+	if (bpf_map_update_elem(&pydp_nat, k, in, BPF_ANY))
+		return -DROP_CT_CREATE;
+	return 0;
+}
+
+/* Whether a host socket owns k's destination (k as seen on ingress: the socket's remote
+ * is k's source). TCP listeners, request and time-wait sockets count. */
+static __always_inline int nat4_host_socket(struct __sk_buff *skb, const struct nat_key *k)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	t.ipv4.saddr = k->saddr;
+	t.ipv4.daddr = k->daddr;
+	t.ipv4.sport = k->sport;
+	t.ipv4.dport = k->dport;
+	if (k->proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
+/* An ICMP error (destination unreachable, time exceeded) whose quote is a packet we
+ * translated: translate the outer destination and the quoted source (address, port or
+ * echo identifier) back, fixing the outer IP, inner IP, inner L4 (where the quote holds
+ * it: UDP's always, TCP's when 20 bytes are quoted, as Linux does) and ICMP checksums,
+ * and deliver. Anything else (the host's own errors) goes on untouched. */
+static __always_inline int nat4_icmp_error(struct __sk_buff *skb, struct pkt *p, __u64 now,
+					   __u32 *reason)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct icmp4hdr *ic = p->l4;
+	struct iphdr *in = (void *)(ic + 1);
+	__sum16 *l4csum = NULL, old_l4csum, old_ipcsum;
+	__be16 *pfield, old_port, port;
+	const struct nat_entry *e;
+	struct nat_key k = {};
+	int pseudo = 1, udp = 0;
+	__be32 old_addr, addr;
+	__u32 ihl;
+	__u8 *l4;
+
+	if ((void *)(in + 1) > data_end)
+		return TC_ACT_OK;
+	ihl = in->ihl * 4;
+	if (in->version != 4 || ihl < sizeof(*in) || (in->frag_off & bpf_htons(IP_OFFSET_MASK)))
+		return TC_ACT_OK;
+	l4 = (void *)in + ihl;
+	if (l4 + 8 > (__u8 *)data_end)
+		return TC_ACT_OK;
+	k.saddr = in->daddr;
+	k.daddr = in->saddr;
+	k.proto = in->protocol;
+	k.dir = NAT_DIR_INGRESS;
+	if (in->protocol == IPPROTO_TCP || in->protocol == IPPROTO_UDP) {
+		pfield = (__be16 *)l4;
+		k.sport = ((__be16 *)l4)[1];
+		k.dport = *pfield;
+		if (in->protocol == IPPROTO_UDP) {
+			udp = 1;
+			if (((struct udphdr *)l4)->check)
+				l4csum = &((struct udphdr *)l4)->check;
+		} else if (l4 + sizeof(struct tcphdr) <= (__u8 *)data_end) {
+			l4csum = &((struct tcphdr *)l4)->check;
+		}
+	} else if (in->protocol == IPPROTO_ICMP && ((struct icmp4hdr *)l4)->type == ICMP_ECHO) {
+		pfield = &((struct icmp4hdr *)l4)->id;
+		k.dport = *pfield;
+		l4csum = &((struct icmp4hdr *)l4)->checksum;
+		pseudo = 0;
+	} else {
+		return TC_ACT_OK;
+	}
+	if (p->ip4->daddr != in->saddr)
+		return TC_ACT_OK;
+	e = ct_lookup(&k, now);
+	if (!e)
+		return TC_ACT_OK;
+	addr = e->addr;
+	port = e->port;
+
+	old_addr = in->saddr;
+	csum_replace4(&p->ip4->check, old_addr, addr);
+	p->ip4->daddr = addr;
+	old_ipcsum = in->check;
+	csum_replace4(&in->check, old_addr, addr);
+	in->saddr = addr;
+	csum_replace4(&ic->checksum, old_addr, addr);
+	csum_replace2(&ic->checksum, old_ipcsum, in->check);
+	old_port = *pfield;
+	*pfield = port;
+	csum_replace2(&ic->checksum, old_port, port);
+	if (l4csum) {
+		old_l4csum = *l4csum;
+		if (pseudo)
+			csum_replace4(l4csum, old_addr, addr);
+		csum_replace2(l4csum, old_port, port);
+		if (udp && !*l4csum)
+			*l4csum = 0xffff;
+		csum_replace2(&ic->checksum, old_l4csum, *l4csum);
+	}
+	*reason = REASON_REV_NAT_ICMP;
+	return nat4_deliver(p, e);
+}
+
+/* from_netdev: reverse-translate replies of masqueraded connections and ICMP errors about
+ * them, translate connections to published ports, deliver to the endpoint. A reply to a
+ * NAT port with no entry and no host socket is dropped; everything else is the host's
+ * and goes on untouched. Returns a TC verdict with *reason, or a negative DROP_*. */
+static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p, __u32 *reason)
+{
+	const struct host_config *cfg = nat4_config();
+	struct nat_entry *e, in = {};
+	struct nat_key k;
+	__u64 now;
+	__u16 dport;
+	int ret;
+
+	*reason = REASON_PASS;
+	if (!cfg || !cfg->uplink_ifindex)
+		return TC_ACT_OK;
+	if (p->l4 && p->l4_proto == IPPROTO_ICMP) {
+		__u8 type = ((struct icmp4hdr *)p->l4)->type;
+
+		if (type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED)
+			return nat4_icmp_error(skb, p, bpf_ktime_get_ns(), reason);
+	}
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS))
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	e = ct_lookup(&k, now);
+	if (e) {
+		ct_advance(&k, e, p, now);
+		*reason = (e->flags & NAT_F_DNAT) ? REASON_DNAT : REASON_REV_NAT;
+		nat4_rewrite(p, 1, e->addr, e->port);
+		return nat4_deliver(p, e);
+	}
+	ret = nat4_dnat_new(p, cfg, &k, now, &in);
+	if (!ret) {
+		*reason = REASON_DNAT;
+		nat4_rewrite(p, 1, in.addr, in.port);
+		return nat4_deliver(p, &in);
+	}
+	if (ret != NAT_SKIP)
+		return ret;
+	dport = bpf_ntohs(k.dport);
+	if (k.proto != IPPROTO_ICMP && k.daddr == cfg->uplink_addr && dport >= cfg->nat_port_min &&
+	    dport <= cfg->nat_port_max && !nat4_host_socket(skb, &k))
+		return -DROP_NO_CT;
+	return TC_ACT_OK;
+}
+
+#endif

@@ -1,0 +1,129 @@
+"""The NAT half of a host's datapath: from_netdev on the uplink, and the maps it reads
+(host config, networks, subnets, published ports) kept equal to what the store wants."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from netaddr import IPAddress, IPNetwork
+
+from pydp.loader import BpfObject, Program, attach_tc, bpffs_root, prog_tag, tcx_prog_ids
+from pydp.maps.base import TypedMap
+from pydp.maps.config import (
+    CONFIG_MAP,
+    NETWORKS_MAP,
+    SUBNETS_MAP,
+    ConfigMap,
+    HostConfig,
+    NetworkInfo,
+    NetworkMap,
+    SubnetMap,
+)
+from pydp.maps.nat import NAT_MAP, PORTS_MAP, NatMap, PortKey, PortMap, PortTarget
+
+__all__ = ["UPLINK_OBJECT", "NatDatapath", "sync_entries"]
+
+log = logging.getLogger(__name__)
+
+UPLINK_OBJECT = "uplink.bpf.o"
+
+
+def sync_entries(
+    view: TypedMap[Any, Any],
+    want: Mapping[bytes, bytes],
+    batch: bool = True,
+    empty: bytes | None = None,
+) -> tuple[int, int]:
+    """Make a map hold exactly ``want`` (packed keys -> packed values), compared as bytes:
+    write what differs, remove the rest (an array's entries are overwritten with ``empty``).
+    Returns (written, removed)."""
+    current = dict(view.raw.lookup_all())
+    changed = {k: v for k, v in want.items() if current.get(k) != v}
+    stale = [k for k, v in current.items() if k not in want and v != empty]
+    if empty is not None:
+        changed.update({k: empty for k in stale})
+        stale = []
+    if batch and changed:
+        view.raw.update_batch(b"".join(changed), b"".join(changed.values()), len(changed))
+    elif changed:
+        for k, v in changed.items():
+            view.raw.update(k, v)
+    if batch and stale:
+        view.raw.delete_batch(b"".join(stale), len(stale))
+    else:
+        for k in stale:
+            view.raw.delete(k)
+    return len(changed), len(stale)
+
+
+def _packed(view: TypedMap[Any, Any], entries: Mapping[Any, Any]) -> dict[bytes, bytes]:
+    return {view.key_bytes(k): view.value_bytes(v) for k, v in entries.items()}
+
+
+class NatDatapath:
+    """uplink.bpf.o loaded with its maps pinned under ``root`` (shared with the endpoint
+    program's by name)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or bpffs_root()
+        self._obj = BpfObject(UPLINK_OBJECT, pin_root=self.root).load()
+        self.from_netdev: Program = self._obj.program("from_netdev")
+        self._tag = self.from_netdev.tag
+        self.config = ConfigMap(self._obj.map(CONFIG_MAP))
+        self.networks = NetworkMap(self._obj.map(NETWORKS_MAP))
+        self.subnets = SubnetMap(self._obj.map(SUBNETS_MAP))
+        self.ports = PortMap(self._obj.map(PORTS_MAP))
+        self.nat = NatMap(self._obj.map(NAT_MAP))
+
+    def ensure_attached(self, uplink_ifindex: int) -> bool:
+        """from_netdev at the uplink's TC ingress, unless the same code runs there."""
+        ids = tcx_prog_ids(uplink_ifindex, "ingress") or []
+        if any(prog_tag(i) == self._tag for i in ids):
+            return False
+        attach_tc(self.from_netdev, uplink_ifindex, "ingress", root=self.root)
+        return True
+
+    def sync(
+        self,
+        config: HostConfig,
+        networks: Mapping[int, NetworkInfo],
+        subnets: Mapping[IPNetwork, int],
+        ports: Mapping[PortKey, PortTarget],
+    ) -> None:
+        """Make the NAT maps hold exactly what is given; purge the connections of published
+        ports that went away."""
+        self.config.update_batch({0: config})
+        empty = self.networks.value_bytes(NetworkInfo())
+        sync_entries(self.networks, _packed(self.networks, networks), empty=empty)
+        sync_entries(self.subnets, _packed(self.subnets, subnets), batch=False)
+        before = self.ports.snapshot()
+        sync_entries(self.ports, _packed(self.ports, ports))
+        gone = {t.address for k, t in before.items() if ports.get(k) != t}
+        if gone:
+            self.purge(gone)
+
+    def purge(self, addresses: Collection[IPAddress]) -> int:
+        """Delete every NAT/conntrack entry of connections to or from these endpoint
+        addresses (no stale UDP flows after a port or container goes); returns how many."""
+        doomed = [
+            k
+            for k, e in self.nat.items()
+            if e.address in addresses or k.saddr in addresses or k.daddr in addresses
+        ]
+        for k in doomed:
+            self.nat.discard(k)
+        if doomed:
+            log.info("purged %d NAT entries of %s", len(doomed), ", ".join(map(str, addresses)))
+        return len(doomed)
+
+    def close(self) -> None:
+        self._obj.close()
+
+    def __enter__(self) -> NatDatapath:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
