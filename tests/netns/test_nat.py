@@ -1,0 +1,185 @@
+"""NAT through the uplink: masquerade and published ports, with real clients."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from pydp.testing import Host, Topology
+
+from .conftest import PydpNode
+
+UPLINK, OUTSIDE = "10.99.0.2", "10.99.0.1"
+
+
+@dataclass
+class World:
+    node: PydpNode
+    outside: Host
+
+    def metric(self, reason: str) -> int:
+        rows = self.node.json("metrics", "--format", "json")
+        return next((r["packets"] for r in rows if r["reason"] == reason), 0)
+
+
+@pytest.fixture
+def world(topology: Topology, pydp_node: PydpNode) -> Iterator[World]:
+    """Function scope, depends on topology and pydp_node: the pydp host's uplink eth0
+    (10.99.0.2/24, default route via 10.99.0.1) and an outside host 10.99.0.1 on the fabric,
+    which has no route to any container subnet."""
+    pydp_node.host.connect_fabric(f"{UPLINK}/24", ifname="eth0")
+    pydp_node.host.ip("route", "add", "default", "via", OUTSIDE)
+    outside = topology.add_host("outside")
+    outside.connect_fabric(f"{OUTSIDE}/24")
+    pydp_node("system", "reconcile")  # the datapath loaded, from_netdev on the uplink
+    yield World(pydp_node, outside)
+
+
+ECHO_PEER = ["socat", "TCP-LISTEN:8000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR"]
+
+
+def test_masquerade_tcp_to_outside(world: World) -> None:
+    """A container reaches a server outside the host, which sees the uplink's address."""
+    server = world.outside.popen(ECHO_PEER)
+    server.wait_port(8000)
+    before = world.metric("REASON_SNAT")
+    r = world.node("run", "--rm", "--", "socat", "-T2", "-", f"TCP:{OUTSIDE}:8000")
+    assert r.stdout.strip() == UPLINK
+    assert world.metric("REASON_SNAT") > before
+
+
+def test_masquerade_bulk_download(world: World) -> None:
+    """A 20 MB TCP download from outside into a container completes (iperf3 -R)."""
+    server = world.outside.popen(["iperf3", "-s", "-1", "-B", OUTSIDE])
+    server.wait_port(5201)
+    r = world.node("run", "--rm", "--", "iperf3", "-c", OUTSIDE, "-R", "-n", "20M", timeout=60)
+    assert "receiver" in r.stdout
+
+
+def test_masquerade_off_per_network(world: World) -> None:
+    """enable_ip_masquerade=false: the packet leaves unmasqueraded, so the outside host (which
+    has no route back) never answers."""
+    world.node(
+        "network",
+        "create",
+        "--subnet",
+        "10.61.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "nomasq",
+    )
+    server = world.outside.popen(ECHO_PEER)
+    server.wait_port(8000)
+    r = world.node(
+        "run",
+        "--rm",
+        "--network",
+        "nomasq",
+        "--",
+        "socat",
+        "-T1",
+        "-",
+        f"TCP:{OUTSIDE}:8000,connect-timeout=1",
+        check=False,
+    )
+    assert r.returncode != 0
+
+
+def test_published_tcp_port_from_another_host(world: World) -> None:
+    """-p 8080:80 makes a container's HTTP server reachable at the uplink's address."""
+    world.node(
+        "run",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "-d",
+        "--",
+        "socat",
+        "TCP-LISTEN:80,reuseaddr,fork",
+        "SYSTEM:echo hello-from-web",
+    )
+    assert "8080:80/tcp" in world.node.json("sandbox", "inspect", "web")[0]["Ports"]
+    world.node(
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do "
+        "ss -ltn | grep -q :80 && exit 0; sleep 0.2; done; exit 1",
+    )
+    before = world.metric("REASON_DNAT")
+    r = world.outside.run(["socat", "-T2", "-", f"TCP:{UPLINK}:8080"])
+    assert r.stdout.strip() == "hello-from-web"
+    assert world.metric("REASON_DNAT") > before
+
+
+def test_published_udp_echo(world: World) -> None:
+    """A UDP echo server behind -p 5353:53/udp answers the outside host."""
+    world.node(
+        "run",
+        "--name",
+        "dns",
+        "-p",
+        "5353:53/udp",
+        "-d",
+        "--",
+        "socat",
+        "UDP-RECVFROM:53,fork",
+        "SYSTEM:cat",
+    )
+    world.node(
+        "exec",
+        "dns",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do "
+        "ss -lun | grep -q :53 && exit 0; sleep 0.2; done; exit 1",
+    )
+    r = world.outside.run(["sh", "-c", f"echo ping-udp | socat -T2 - UDP:{UPLINK}:5353"])
+    assert r.stdout.strip() == "ping-udp"
+
+
+UDP_REFUSED = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], 9999))
+s.send(b"x")
+try:
+    s.recv(10)
+except ConnectionRefusedError:
+    print("refused")
+"""
+
+
+def test_icmp_port_unreachable_translated_back(world: World) -> None:
+    """The outside host's ICMP port unreachable for a masqueraded UDP packet reaches the
+    container's socket as ECONNREFUSED (outer and quoted headers translated back)."""
+    before = world.metric("REASON_REV_NAT_ICMP")
+    r = world.node("run", "--rm", "--", sys.executable, "-c", UDP_REFUSED, OUTSIDE)
+    assert r.stdout.strip() == "refused"
+    assert world.metric("REASON_REV_NAT_ICMP") > before
+
+
+def test_publish_refused_when_port_in_use(world: World) -> None:
+    """A host port held by a process on the host, or published already, is refused."""
+    holder = world.node.host.popen(["socat", "TCP-LISTEN:9090,reuseaddr", "-"])
+    holder.wait_port(9090)
+    before = world.node.snapshot()
+    r = world.node("run", "-p", "9090:80", "--", "true", check=False)
+    assert (r.returncode, r.stderr) == (
+        1,
+        "Error: --publish: host port 9090/tcp is in use by a process on this host\n",
+    )
+    r = world.node("run", "-p", "80:", "--", "true", check=False)
+    assert (r.returncode, r.stderr) == (
+        1,
+        'Error: --publish: expected [IP:]HOST_PORT:CONTAINER_PORT[/PROTO], got "80:"\n',
+    )
+    assert world.node.snapshot() == before
