@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pydp.loader.attach import (
+    CGROUP_HOOKS,
     TC_HANDLE,
     TC_PRIORITY,
     Attachment,
+    attach_cgroup,
     attach_tc,
     attach_xdp,
+    cgroup2_root,
+    cgroup_attached,
+    detach_cgroup,
     detach_tc,
     detach_xdp,
     prune_links,
@@ -22,6 +27,7 @@ from pydp.loader.pin import DEFAULT_ROOT, bpffs_root, ensure_root, is_bpffs, rem
 from pydp.loader.prog_run import RunResult, test_run
 
 __all__ = [
+    "CGROUP_HOOKS",
     "DEFAULT_ROOT",
     "TC_HANDLE",
     "TC_PRIORITY",
@@ -31,9 +37,13 @@ __all__ = [
     "Map",
     "Program",
     "RunResult",
+    "attach_cgroup",
     "attach_tc",
     "attach_xdp",
     "bpffs_root",
+    "cgroup2_root",
+    "cgroup_attached",
+    "detach_cgroup",
     "detach_tc",
     "detach_xdp",
     "ensure_root",

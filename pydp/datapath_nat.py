@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from netaddr import IPAddress, IPNetwork
 
-from pydp.loader import BpfObject, Program, attach_tc, bpffs_root, prog_tag, tcx_prog_ids
+from pydp.loader import (
+    BpfObject,
+    Program,
+    attach_cgroup,
+    attach_tc,
+    bpffs_root,
+    cgroup_attached,
+    prog_tag,
+    tcx_prog_ids,
+)
 from pydp.maps.base import TypedMap
 from pydp.maps.config import (
     CONFIG_MAP,
@@ -29,6 +39,19 @@ __all__ = ["UPLINK_OBJECT", "NatDatapath", "sync_entries"]
 log = logging.getLogger(__name__)
 
 UPLINK_OBJECT = "uplink.bpf.o"
+SOCK_OBJECT = "sock.bpf.o"
+SOCK_PROGRAMS = {
+    "connect4": "sock_connect4",
+    "sendmsg4": "sock_sendmsg4",
+    "recvmsg4": "sock_recvmsg4",
+}
+SO_NETNS_COOKIE = 71  # <asm-generic/socket.h>, Linux >= 5.14
+
+
+def netns_cookie() -> int:
+    """The cookie of the calling thread's network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
 
 
 def sync_entries(
@@ -77,6 +100,22 @@ class NatDatapath:
         self.subnets = SubnetMap(self._obj.map(SUBNETS_MAP))
         self.ports = PortMap(self._obj.map(PORTS_MAP))
         self.nat = NatMap(self._obj.map(NAT_MAP))
+        self._sock = BpfObject(SOCK_OBJECT, pin_root=self.root)
+        self._sock.set_rodata("CFG_NETNS_COOKIE", netns_cookie())
+        self._sock.load()
+
+    def ensure_sock_attached(self) -> int:
+        """The connect4/sendmsg4/recvmsg4 hooks of this host at the cgroup v2 root (the
+        host's own processes reach published ports); returns how many were attached."""
+        attached = 0
+        for hook, name in SOCK_PROGRAMS.items():
+            prog = self._sock.program(name)
+            running = cgroup_attached(hook, self.root)
+            if running and prog_tag(running) == prog.tag:
+                continue
+            attach_cgroup(prog, hook, self.root)
+            attached += 1
+        return attached
 
     def ensure_attached(self, uplink_ifindex: int) -> bool:
         """from_netdev at the uplink's TC ingress, unless the same code runs there."""
@@ -121,6 +160,7 @@ class NatDatapath:
 
     def close(self) -> None:
         self._obj.close()
+        self._sock.close()
 
     def __enter__(self) -> NatDatapath:
         return self

@@ -16,5 +16,6 @@
 
 #include "maps/metrics.h"
 #include "maps/endpoint.h"
+#include "maps/sock.h"
 
 #endif

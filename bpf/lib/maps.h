@@ -84,4 +84,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pydp_ports SEC(".maps");
 
+/* Written by sock_sendmsg4/sock_connect4 (the published address a host UDP socket used);
+ * read by sock_recvmsg4, which gives the replies that address back. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sock_rev_key);
+	__type(value, struct sock_rev_value);
+	__uint(max_entries, PYDP_SOCK_REV_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_sock_rev SEC(".maps");
+
 #endif

@@ -260,6 +260,8 @@ class Reconciler:
             nat.purge(removed)
         if up is not None:
             nat.ensure_attached(up.ifindex)
+        if ports:
+            nat.ensure_sock_attached()
 
     @staticmethod
     def _by_sandbox(d: Desired) -> dict[str, list[tuple[Endpoint, Network, int]]]:

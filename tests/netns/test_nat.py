@@ -183,3 +183,45 @@ def test_publish_refused_when_port_in_use(world: World) -> None:
         'Error: --publish: expected [IP:]HOST_PORT:CONTAINER_PORT[/PROTO], got "80:"\n',
     )
     assert world.node.snapshot() == before
+
+
+def wait_listening(world: World, sandbox: str, port: int, proto: str = "t") -> None:
+    world.node(
+        "exec",
+        sandbox,
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do "
+        f"ss -l{proto}n | grep -q :{port} && exit 0; sleep 0.2; done; exit 1",
+    )
+
+
+def test_published_port_from_the_host_itself(world: World) -> None:
+    """The host's own processes reach a published port at 127.0.0.1 and at the uplink's
+    address (cgroup connect4/sendmsg4/recvmsg4 hooks: no proxy process), TCP and UDP."""
+    node = world.node
+    node(
+        "run",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "-p",
+        "5353:53/udp",
+        "-d",
+        "--",
+        "sh",
+        "-c",
+        "socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'echo hello-web' &"
+        " exec socat UDP-RECVFROM:53,fork SYSTEM:cat",
+    )
+    wait_listening(world, "web", 80)
+    wait_listening(world, "web", 53, "u")
+    for addr in ("127.0.0.1", UPLINK):
+        r = node.host.run(["socat", "-T2", "-", f"TCP:{addr}:8080"])
+        assert r.stdout.strip() == "hello-web", addr
+    r = node.host.run(["sh", "-c", "echo ping-udp | socat -T2 - UDP:127.0.0.1:5353"])
+    assert r.stdout.strip() == "ping-udp"
+    procs = node.host.run(["ps", "-eo", "args"]).stdout
+    assert "TCP-LISTEN:8080" not in procs  # no userland proxy
