@@ -20,13 +20,15 @@ typedef uint16_t __be16; typedef uint32_t __be32; typedef uint64_t __be64;
 typedef uint16_t __sum16;
 """
 
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)  # C comments (a #define's may span lines)
 _DEFINE_INT = re.compile(r"^#define\s+([A-Z_][A-Z0-9_]*)\s+(0x[0-9a-fA-F]+|\d+)\b")
 
 
 def header_text(path: Path) -> str:
     """A header as cdef accepts it: integer ``#define``s kept, other directives dropped."""
     out = []
-    for line in path.read_text().splitlines():
+    text = _COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), path.read_text())
+    for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
             m = _DEFINE_INT.match(stripped)

@@ -23,7 +23,16 @@ from netaddr import IPAddress, IPNetwork
 
 from pydp.agent.uplink import Uplink, find_uplink
 from pydp.control.driver import ENABLE_MASQUERADE, PARENT, BridgeDriver
-from pydp.control.model import ENDPOINTS, NETWORKS, SANDBOXES, Endpoint, Network, Sandbox
+from pydp.control.model import (
+    ENDPOINTS,
+    NETWORKS,
+    SANDBOXES,
+    SETTINGS,
+    Endpoint,
+    Network,
+    Sandbox,
+    Settings,
+)
 from pydp.control.ports import PortMapping
 from pydp.datapath import Datapath
 from pydp.datapath_nat import NatDatapath
@@ -67,6 +76,7 @@ class Desired:
     networks: dict[str, Network] = field(default_factory=dict)
     endpoints: list[Endpoint] = field(default_factory=list)
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
 
     @classmethod
     def read(cls, store: Store) -> Desired:
@@ -74,7 +84,9 @@ class Desired:
             nets = [Network.from_json(e.value) for e in t.list(NETWORKS)]
             eps = [Endpoint.from_json(e.value) for e in t.list(ENDPOINTS)]
             sbs = [Sandbox.from_json(e.value) for e in t.list(SANDBOXES)]
-        return cls({n.id: n for n in nets}, eps, {s.name: s for s in sbs})
+            entry = t.get(SETTINGS)
+        settings = Settings() if entry is None else Settings.from_json(entry.value)
+        return cls({n.id: n for n in nets}, eps, {s.name: s for s in sbs}, settings)
 
     def bridges(self) -> dict[str, Network]:
         """Bridge networks by bridge name."""
@@ -238,7 +250,10 @@ class Reconciler:
                 raise
             log.info("no NAT: %s", exc)
             up = None
-        config = HostConfig() if up is None else HostConfig(up.ifindex, up.address.ip)
+        lo, hi = d.settings.nat_ports
+        config = HostConfig(0, None, lo, hi)
+        if up is not None:
+            config = HostConfig(up.ifindex, up.address.ip, lo, hi)
         networks, subnets = {}, {}
         for name, net in d.bridges().items():
             assert net.pool is not None

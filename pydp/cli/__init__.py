@@ -42,6 +42,15 @@ def _reset(host: PydpHost, a: argparse.Namespace) -> int:
     return 0
 
 
+def _config(host: PydpHost, a: argparse.Namespace) -> int:
+    if a.nat_ports is not None:
+        host.controller.configure(nat_ports=a.nat_ports)
+        host.apply()
+    lo, hi = host.controller.settings().nat_ports
+    print(f"nat-ports {lo}-{hi}")
+    return 0
+
+
 def _reconcile(host: PydpHost, a: argparse.Namespace) -> int:
     host.apply()
     return 0
@@ -69,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     reset = system.add_parser("reset", help="remove every sandbox, network, link and pin")
     reset.add_argument("-f", "--force", action="store_true", help="do not ask (pydp never asks)")
     reset.set_defaults(func=_reset)
+    cfg = system.add_parser("config", help="show or change host-wide settings")
+    cfg.add_argument("--nat-ports", metavar="FIRST-LAST", help="masquerade source port range")
+    cfg.set_defaults(func=_config)
     rec = system.add_parser("reconcile", help="converge the kernel to the stored state now")
     rec.set_defaults(func=_reconcile)
     d = sub.add_parser("demo", help="two containers talking through from_container")

@@ -15,9 +15,11 @@ from pydp.control.model import (
     ENDPOINTS,
     NETWORKS,
     SANDBOXES,
+    SETTINGS,
     Endpoint,
     Network,
     Sandbox,
+    Settings,
     endpoint_key,
     endpoint_prefix,
     mac_for,
@@ -185,6 +187,21 @@ class Controller:
                     gone.append(net)
             return sorted(gone, key=lambda n: n.name)
 
+    # settings -----------------------------------------------------------------------------
+    def settings(self) -> Settings:
+        entry = self.store.get(SETTINGS)
+        return Settings() if entry is None else Settings.from_json(entry.value)
+
+    def configure(self, nat_ports: str | None = None) -> Settings:
+        """``system config``: change host-wide settings; unchanged ones stay."""
+        with self.store.transaction() as t:
+            entry = t.get(SETTINGS)
+            cur = Settings() if entry is None else Settings.from_json(entry.value)
+            if nat_ports is not None:
+                cur = Settings(_port_range("--nat-ports", nat_ports))
+            t.put(SETTINGS, cur.to_json())
+            return cur
+
     # sandboxes ----------------------------------------------------------------------------
     def create_sandbox(self, name: str | None = None, host: bool = False) -> Sandbox:
         """``sandbox create``: a named network namespace (``host``: the host's own)."""
@@ -328,3 +345,10 @@ class Controller:
 
     def subnets(self) -> dict[str, IPNetwork]:
         return {n.name: n.pool.subnet for n in self.networks() if n.pool is not None}
+
+
+def _port_range(flag: str, text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    if not (sep and lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 65535):
+        raise ConfigError(f'{flag}: expected FIRST-LAST, ports 1-65535, got "{text}"')
+    return int(lo), int(hi)

@@ -19,9 +19,12 @@ from pydp.control.ipam import Pool
 from pydp.control.ports import PortMapping
 
 __all__ = [
+    "NAT_PORTS_DEFAULT",
+    "SETTINGS",
     "Endpoint",
     "Network",
     "Sandbox",
+    "Settings",
     "endpoint_key",
     "endpoint_prefix",
     "mac_for",
@@ -173,3 +176,23 @@ class Sandbox:
     def from_json(cls, text: str) -> Sandbox:
         d: dict[str, Any] = json.loads(text)
         return cls(d["name"], d["id"], d["netns"], d["created"])
+
+
+SETTINGS = "/system/settings"
+NAT_PORTS_DEFAULT = (32768, 60999)  # masquerade source ports, as Linux's ip_local_port_range
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Host-wide settings (``pydp system config``)."""
+
+    nat_ports: tuple[int, int] = NAT_PORTS_DEFAULT
+
+    def to_json(self) -> str:
+        return json.dumps({"nat_ports": list(self.nat_ports)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        d: dict[str, Any] = json.loads(text)
+        lo, hi = d.get("nat_ports", NAT_PORTS_DEFAULT)
+        return cls((int(lo), int(hi)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -225,3 +226,57 @@ def test_published_port_from_the_host_itself(world: World) -> None:
     assert r.stdout.strip() == "ping-udp"
     procs = node.host.run(["ps", "-eo", "args"]).stdout
     assert "TCP-LISTEN:8080" not in procs  # no userland proxy
+
+
+def test_nat_port_exhaustion_is_a_counted_drop(world: World) -> None:
+    """With one masquerade port, a third flow from the same source port to the same place
+    finds none: a counted DROP_NAT_NO_PORT, and pydp keeps working."""
+    node = world.node
+    assert (
+        node("system", "config", "--nat-ports", "40000-40000").stdout == "nat-ports 40000-40000\n"
+    )
+    r = node("system", "config", "--nat-ports", "9-8", check=False)
+    assert (r.returncode, r.stderr) == (
+        1,
+        'Error: --nat-ports: expected FIRST-LAST, ports 1-65535, got "9-8"\n',
+    )
+    world.outside.popen(["socat", "UDP-RECVFROM:7,fork", "SYSTEM:cat"]).wait_port(7, "udp")
+    send = ["sh", "-c", f"echo x | socat -T1 - UDP:{OUTSIDE}:7,sourceport=5000"]
+    # the sandboxes stay (no --rm), and so do their flows' NAT entries: a keeps port 5000,
+    # b takes the range's only port, c finds none
+    for name in ("a", "b"):
+        assert node("run", "--name", name, "--", *send).stdout.strip() == "x"
+    before = world.metric("DROP_NAT_NO_PORT")
+    node("run", "--name", "c", "--", *send, check=False)
+    assert world.metric("DROP_NAT_NO_PORT") > before
+    other = ["sh", "-c", f"echo y | socat -T1 - UDP:{OUTSIDE}:7,sourceport=5001"]
+    assert node("run", "--rm", "--", *other).stdout.strip() == "y"  # still working
+
+
+def test_udp_published_port_moves_to_new_container_at_once(world: World) -> None:
+    """A client that keeps its UDP 5-tuple reaches the new container as soon as the port is
+    published there: the old container's connection state went with it (Docker's stale UDP
+    conntrack problem)."""
+    node = world.node
+    for name in ("a", "b"):
+        if name == "b":
+            node("sandbox", "rm", "a")
+        node(
+            "run",
+            "--name",
+            name,
+            "-p",
+            "5353:53/udp",
+            "-d",
+            "--",
+            "socat",
+            "UDP-RECVFROM:53,fork",
+            f"SYSTEM:echo from-{name}",
+        )
+        wait_listening(world, name, 53, "u")
+        with world.outside.enter(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((OUTSIDE, 40404))  # the same client tuple for both containers
+            s.settimeout(2)
+            s.sendto(b"q\n", (UPLINK, 5353))
+            assert s.recv(100).strip() == f"from-{name}".encode()
