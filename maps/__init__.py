@@ -15,6 +15,7 @@ from pydp.maps.config import (
     HostConfig,
     NetworkInfo,
     NetworkMap,
+    SubnetInfo,
     SubnetMap,
 )
 from pydp.maps.endpoint import (
@@ -76,6 +77,7 @@ __all__ = [
     "PortMap",
     "PortTarget",
     "RawMap",
+    "SubnetInfo",
     "SubnetMap",
     "TypedMap",
     "ffi",

@@ -38,10 +38,13 @@ struct subnet_key {
 	__be32 addr;     /* network address, network order */
 };
 
-/* Value of pydp_subnets. */
+/* Value of pydp_subnets. The gateway took the place of a reserved field that was always
+ * written 0 (same size and offsets): 0 still means "not given" and hairpin falls back to a
+ * FIB lookup for the host's source address toward the subnet. */
 struct subnet_info {
 	__u32 network; /* index of the pydp network owning the subnet */
-	__u32 flags;   /* reserved, 0 */
+	__be32 gateway; /* the network's gateway (the host's address on it; hairpin SNAT source),
+			 * network order; 0: not given */
 };
 
 #endif

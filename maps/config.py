@@ -19,6 +19,7 @@ __all__ = [
     "HostConfig",
     "NetworkInfo",
     "NetworkMap",
+    "SubnetInfo",
     "SubnetMap",
 ]
 
@@ -123,8 +124,18 @@ class NetworkMap(TypedMap[int, NetworkInfo]):
         return had
 
 
-class SubnetMap(TypedMap[IPNetwork, int]):
-    """``pydp_subnets`` (LPM trie): a pydp network's IPv4 subnet -> its network index."""
+@dataclass(frozen=True, slots=True)
+class SubnetInfo:
+    """A ``pydp_subnets`` value: the owning network and its gateway address (the hairpin
+    SNAT source; None: the datapath asks the FIB for the host's address toward the subnet)."""
+
+    network: int
+    gateway: IPAddress | None = None
+
+
+class SubnetMap(TypedMap[IPNetwork, "int | SubnetInfo"]):
+    """``pydp_subnets`` (LPM trie): a pydp network's IPv4 subnet -> its network index, or a
+    SubnetInfo with its gateway too. Reads give SubnetInfo."""
 
     key_type = "struct subnet_key"
     value_type = "struct subnet_info"
@@ -143,8 +154,19 @@ class SubnetMap(TypedMap[IPNetwork, int]):
         prefixlen, addr = fields
         return IPNetwork(f"{IPAddress(addr, 4)}/{prefixlen}")
 
-    def encode_value(self, value: int) -> tuple[Any, ...]:
+    def encode_value(self, value: int | SubnetInfo) -> tuple[Any, ...]:
+        if isinstance(value, SubnetInfo):
+            gw = 0 if value.gateway is None else int(value.gateway)
+            return (value.network, gw)
         return (value, 0)
 
-    def decode_value(self, fields: tuple[Any, ...]) -> int:
-        return int(fields[0])
+    def value_bytes(self, value: int | SubnetInfo) -> bytes:
+        info = value if isinstance(value, SubnetInfo) else SubnetInfo(value)
+        if info.gateway is not None and info.gateway.version != 4:
+            raise ValueError(f"subnet gateway must be IPv4, got {info.gateway}")
+        gw = b"\0" * 4 if info.gateway is None else ip4_bytes(info.gateway)
+        return self.value_layout.pack_raw(info.network, gw)
+
+    def decode_value(self, fields: tuple[Any, ...]) -> SubnetInfo:
+        network, gw = fields
+        return SubnetInfo(int(network), IPAddress(gw, 4) if gw else None)

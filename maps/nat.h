@@ -31,6 +31,8 @@ struct nat_key {
 /* nat_entry.flags */
 #define NAT_F_SNAT 1 /* the connection was masqueraded (started by a container) */
 #define NAT_F_DNAT 2 /* the connection came in to a published port */
+#define NAT_F_HAIRPIN 4 /* a container to a published port of its own host (four entries, all
+			 * NAT_DIR_EGRESS: see nat4_hairpin_new in bpf/lib/nat.h) */
 
 /* Value of pydp_nat: how to rewrite a packet matching the key. One entry per direction
  * (Cilium's shape): the egress entry of a masqueraded connection holds the translated

@@ -16,10 +16,12 @@ from pydp.loader import (
     Program,
     attach_cgroup,
     attach_tc,
+    attach_xdp,
     bpffs_root,
     cgroup_attached,
     prog_tag,
     tcx_prog_ids,
+    xdp_attached,
 )
 from pydp.maps.base import TypedMap
 from pydp.maps.config import (
@@ -30,6 +32,7 @@ from pydp.maps.config import (
     HostConfig,
     NetworkInfo,
     NetworkMap,
+    SubnetInfo,
     SubnetMap,
 )
 from pydp.maps.nat import NAT_MAP, PORTS_MAP, NatMap, PortKey, PortMap, PortTarget
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 UPLINK_OBJECT = "uplink.bpf.o"
 SOCK_OBJECT = "sock.bpf.o"
+XDP_OBJECT = "xdp_uplink.bpf.o"
 SOCK_PROGRAMS = {
     "connect4": "sock_connect4",
     "sendmsg4": "sock_sendmsg4",
@@ -100,9 +104,20 @@ class NatDatapath:
         self.subnets = SubnetMap(self._obj.map(SUBNETS_MAP))
         self.ports = PortMap(self._obj.map(PORTS_MAP))
         self.nat = NatMap(self._obj.map(NAT_MAP))
+        self._xdp = BpfObject(XDP_OBJECT, pin_root=self.root).load()
+        self.xdp_uplink: Program = self._xdp.program("xdp_uplink")
         self._sock = BpfObject(SOCK_OBJECT, pin_root=self.root)
         self._sock.set_rodata("CFG_NETNS_COOKIE", netns_cookie())
         self._sock.load()
+
+    def ensure_xdp(self, uplink_ifindex: int) -> bool:
+        """xdp_uplink on the uplink (native mode), unless the same code runs there: the fast
+        path for published ports and NAT replies; everything else it passes on to TC."""
+        running = xdp_attached(uplink_ifindex, "native")
+        if running and prog_tag(running) == self.xdp_uplink.tag:
+            return False
+        attach_xdp(self.xdp_uplink, uplink_ifindex, "native")
+        return True
 
     def ensure_sock_attached(self) -> int:
         """The connect4/sendmsg4/recvmsg4 hooks of this host at the cgroup v2 root (the
@@ -129,7 +144,7 @@ class NatDatapath:
         self,
         config: HostConfig,
         networks: Mapping[int, NetworkInfo],
-        subnets: Mapping[IPNetwork, int],
+        subnets: Mapping[IPNetwork, int | SubnetInfo],
         ports: Mapping[PortKey, PortTarget],
     ) -> None:
         """Make the NAT maps hold exactly what is given; purge the connections of published
@@ -160,6 +175,7 @@ class NatDatapath:
 
     def close(self) -> None:
         self._obj.close()
+        self._xdp.close()
         self._sock.close()
 
     def __enter__(self) -> NatDatapath:

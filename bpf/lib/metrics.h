@@ -22,4 +22,11 @@ static __always_inline int metrics_tc_exit(struct __sk_buff *skb, int verdict, _
 	return verdict;
 }
 
+/* Count an XDP frame under reason and return verdict (an XDP_* value). */
+static __always_inline int metrics_xdp_exit(struct xdp_md *ctx, int verdict, __u32 reason)
+{
+	metrics_count(reason, (__u64)(ctx->data_end - ctx->data));
+	return verdict;
+}
+
 #endif

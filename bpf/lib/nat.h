@@ -9,6 +9,7 @@
 #include "lib/ct.h"
 #include "lib/endpoint.h"
 #include "lib/fib.h"
+#include "lib/ip4.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 
@@ -200,6 +201,31 @@ static __always_inline int nat4_snat_new(const struct __sk_buff *skb, const stru
 	return -DROP_NAT_NO_PORT;
 }
 
+/* The published port k (a TCP or UDP tuple) is addressed to, or NULL. A wildcard entry
+ * (address 0) matches the uplink's address only. */
+static __always_inline const struct port_target *nat4_port_lookup(const struct host_config *cfg,
+								   const struct nat_key *k)
+{
+	struct port_key pk = { .addr = k->daddr, .port = k->dport, .proto = k->proto };
+	const struct port_target *t;
+
+	if (k->proto != IPPROTO_TCP && k->proto != IPPROTO_UDP)
+		return NULL;
+	t = bpf_map_lookup_elem(&pydp_ports, &pk);
+	if (!t && k->daddr == cfg->uplink_addr) {
+		pk.addr = 0;
+		t = bpf_map_lookup_elem(&pydp_ports, &pk);
+	}
+	return t;
+}
+
+static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
+					const struct nat_key *k, struct nat_entry *e, __u64 now,
+					__u32 *reason);
+static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p,
+					    const struct host_config *cfg,
+					    const struct nat_key *k, __u64 now, __u32 *reason);
+
 /* from_container, a destination that is no local endpoint: translate the source of a
  * tracked connection (masquerade, or a published port's reply) or masquerade a new one,
  * then send it out of the uplink. Returns a TC verdict with *reason, or a negative DROP_*. */
@@ -221,12 +247,17 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
+	if (e && (e->flags & NAT_F_HAIRPIN))
+		return nat4_hairpin(skb, p, &k, e, now, reason);
 	if (e) {
 		ct_advance(&k, e, p, now);
 		*reason = (e->flags & NAT_F_DNAT) ? REASON_REV_NAT : REASON_SNAT;
 		addr = e->addr;
 		port = e->port;
 	} else {
+		ret = nat4_hairpin_new(skb, p, cfg, &k, now, reason);
+		if (ret != NAT_SKIP)
+			return ret;
 		ret = nat4_snat_new(skb, p, cfg, &k, now, &port);
 		if (ret)
 			return ret == NAT_SKIP ? TC_ACT_OK : ret;
@@ -237,15 +268,28 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 	return fib4_redirect_uplink(skb, p, cfg->uplink_ifindex, reason);
 }
 
-/* Deliver a translated packet to a local endpoint as entry e says: its MAC as destination,
- * the gateway MAC it knows as source, into its netns. Returns TC_ACT_REDIRECT or a
- * negative DROP_*. */
-static __always_inline int nat4_deliver(struct pkt *p, const struct nat_entry *e)
+/* The L3/L2 half of delivering a translated packet to a local endpoint as entry e says
+ * (TC and XDP alike): one routed hop (TTL), its MAC as destination, the gateway MAC it
+ * knows as source. Returns 0 or a negative DROP_*. */
+static __always_inline int nat4_deliver_l2(struct pkt *p, const struct nat_entry *e)
 {
-	long ret;
+	int ret = ip4_ttl_dec(p->ip4);
 
+	if (ret)
+		return ret;
 	__builtin_memcpy(p->eth->h_dest, e->dmac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, e->smac, ETH_ALEN);
+	return 0;
+}
+
+/* Deliver a translated packet (TC) to the endpoint of entry e, into its netns. Returns
+ * TC_ACT_REDIRECT or a negative DROP_*. */
+static __always_inline int nat4_deliver(struct pkt *p, const struct nat_entry *e)
+{
+	long ret = nat4_deliver_l2(p, e);
+
+	if (ret)
+		return ret;
 	if (CFG_REDIRECT_PEER)
 		ret = bpf_redirect_peer(e->ifindex, 0);
 	else
@@ -255,24 +299,17 @@ static __always_inline int nat4_deliver(struct pkt *p, const struct nat_entry *e
 
 /* A new connection to a published port (tuple k, ingress): write both entries and fill
  * *in with the ingress one. Returns 0, NAT_SKIP when no port is published there, or a
- * negative DROP_*. A wildcard entry (address 0) matches the uplink's address only. */
+ * negative DROP_*. Shared by from_netdev and xdp_uplink (no skb). */
 static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_config *cfg,
 					 const struct nat_key *k, __u64 now, struct nat_entry *in)
 {
-	struct port_key pk = { .addr = k->daddr, .port = k->dport, .proto = k->proto };
 	const struct port_target *t;
 	const struct endpoint_info *ep;
 	const struct network_info *net;
 	struct nat_entry out = {};
 	struct nat_key ok = {};
 
-	if (k->proto == IPPROTO_ICMP)
-		return NAT_SKIP;
-	t = bpf_map_lookup_elem(&pydp_ports, &pk);
-	if (!t && k->daddr == cfg->uplink_addr) {
-		pk.addr = 0;
-		t = bpf_map_lookup_elem(&pydp_ports, &pk);
-	}
+	t = nat4_port_lookup(cfg, k);
 	if (!t)
 		return NAT_SKIP;
 	ep = ep4_lookup(t->addr);
@@ -458,6 +495,253 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 	    dport <= cfg->nat_port_max && !nat4_host_socket(skb, &k))
 		return -DROP_NO_CT;
 	return TC_ACT_OK;
+}
+
+/* Hairpin, the source address the backend B sees: the gateway address of B's network from
+ * pydp_subnets, else the address the host's FIB prefers toward B (BPF_FIB_LOOKUP_SRC,
+ * kernel >= 6.8; an input lookup from the client's interface, which needs forwarding on,
+ * as any routed hop does). 0 when neither gives one. */
+static __always_inline __be32 nat4_hairpin_src(struct __sk_buff *skb, const struct nat_key *k,
+					       __be32 backend)
+{
+	struct subnet_key sk = { .prefixlen = 32, .addr = backend };
+	const struct subnet_info *si = bpf_map_lookup_elem(&pydp_subnets, &sk);
+	struct bpf_fib_lookup fib = {};
+	long ret;
+
+	if (si && si->gateway)
+		return si->gateway;
+	fib.family = AF_INET;
+	fib.l4_protocol = k->proto;
+	fib.ipv4_src = k->saddr;
+	fib.ipv4_dst = backend;
+	fib.ifindex = skb->ifindex;
+	ret = bpf_fib_lookup(skb, &fib, sizeof(fib),
+			     BPF_FIB_LOOKUP_SKIP_NEIGH | BPF_FIB_LOOKUP_SRC);
+	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return 0;
+	return fib.ipv4_src;
+}
+
+/* Hairpin: a container (C:cp) to a published port of its own host (H:hp) that leads to a
+ * local backend (B:bp). As Docker's DNAT plus MASQUERADE on the bridge, B sees the source
+ * G:gp, G the gateway address of B's network (routable, not link-local), so B's reply comes
+ * back through from_container too. Four entries, all NAT_DIR_EGRESS (from_container sees
+ * both directions), each rewriting one side:
+ *   K1  C:cp -> H:hp   dst := B:bp, deliver to B    NAT_F_HAIRPIN | NAT_F_DNAT (original)
+ *   K2  C:cp -> B:bp   src := G:gp                  NAT_F_HAIRPIN
+ *   R1  B:bp -> G:gp   dst := C:cp, deliver to C    NAT_F_HAIRPIN | NAT_F_SNAT (reply)
+ *   R2  B:bp -> C:cp   src := H:hp                  NAT_F_HAIRPIN
+ * K2 and R2 are looked up after K1 and R1 only (their destination is a local endpoint, so
+ * their tuples never reach the NAT lookup first). gp is cp when free, else a port of the
+ * NAT range, as masquerade picks it; a port a host socket holds toward B:bp is skipped.
+ * Returns a TC verdict with *reason, NAT_SKIP when k is no hairpin, or a negative DROP_*. */
+static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p,
+					    const struct host_config *cfg,
+					    const struct nat_key *k, __u64 now, __u32 *reason)
+{
+	struct nat_entry k1 = {}, k2 = {}, r1 = {};
+	struct nat_key k2k = {}, r1k = {};
+	const struct port_target *t;
+	const struct endpoint_info *ep;
+	const struct network_info *net;
+	__u32 cnet, range, start, i;
+	__be32 gw;
+	__be16 cand = k->sport;
+
+	t = nat4_port_lookup(cfg, k);
+	if (!t || !nat4_src_network(skb, k->saddr, &cnet))
+		return NAT_SKIP;
+	ep = ep4_lookup(t->addr);
+	if (!ep)
+		return -DROP_NAT_NO_EP;
+	gw = nat4_hairpin_src(skb, k, t->addr);
+	if (!gw)
+		return -DROP_HAIRPIN_NO_SRC;
+	net = bpf_map_lookup_elem(&pydp_networks, &ep->network);
+
+	k1.state = ct_initial_state(ct_tcp_flags(p));
+	k1.expires = now + ct_timeout_ns(k->proto, k1.state);
+	k2.state = r1.state = k1.state;
+	k2.expires = r1.expires = k1.expires;
+	k1.flags = NAT_F_HAIRPIN | NAT_F_DNAT;
+	k1.addr = t->addr;
+	k1.port = t->port;
+	k1.ifindex = ep->ifindex;
+	__builtin_memcpy(k1.dmac, ep->mac, ETH_ALEN);
+	if (net)
+		__builtin_memcpy(k1.smac, net->gw_mac, ETH_ALEN);
+	else
+		__builtin_memcpy(k1.smac, p->eth->h_dest, ETH_ALEN);
+	r1.flags = NAT_F_HAIRPIN | NAT_F_SNAT;
+	r1.addr = k->saddr;
+	r1.port = k->sport;
+	r1.ifindex = skb->ifindex;
+	__builtin_memcpy(r1.dmac, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(r1.smac, p->eth->h_dest, ETH_ALEN); /* the gateway MAC C used */
+	k2.flags = NAT_F_HAIRPIN;
+	k2.addr = gw;
+	r1k.saddr = t->addr;
+	r1k.daddr = gw;
+	r1k.sport = t->port;
+	r1k.proto = k->proto;
+	r1k.dir = NAT_DIR_EGRESS;
+
+	range = cfg->nat_port_max >= cfg->nat_port_min ?
+			(__u32)cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
+	start = (k->saddr ^ t->addr ^ ((__u32)k->sport << 16 | t->port)) * 2654435761u;
+	for (i = 0; i < NAT_PORT_TRIES; i++) {
+		const struct nat_entry *old;
+
+		if (i)
+			cand = bpf_htons((__u16)(cfg->nat_port_min + (start + i) % range));
+		r1k.dport = cand;
+		old = bpf_map_lookup_elem(&pydp_nat, &r1k);
+		if (old && old->expires >= now && (old->addr != k->saddr || old->port != k->sport))
+			continue; /* taken by another live connection */
+		if (nat4_host_socket(skb, &r1k))
+			continue; /* the host's own connection from G:cand to B:bp */
+		k2.port = cand;
+		k2k.saddr = k->saddr;
+		k2k.daddr = t->addr;
+		k2k.sport = k->sport;
+		k2k.dport = t->port;
+		k2k.proto = k->proto;
+		k2k.dir = NAT_DIR_EGRESS;
+		if (bpf_map_update_elem(&pydp_nat, &r1k, &r1, BPF_ANY) ||
+		    bpf_map_update_elem(&pydp_nat, &k2k, &k2, BPF_ANY))
+			return -DROP_CT_CREATE;
+		/* R2 reuses k2k's and r1's storage: B:bp -> C:cp, src := H:hp */
+		k2k.saddr = t->addr;
+		k2k.daddr = k->saddr;
+		k2k.sport = t->port;
+		k2k.dport = k->sport;
+		r1.flags = NAT_F_HAIRPIN;
+		r1.addr = k->daddr;
+		r1.port = k->dport;
+		r1.ifindex = 0;
+		__builtin_memset(r1.dmac, 0, ETH_ALEN);
+		__builtin_memset(r1.smac, 0, ETH_ALEN);
+		if (bpf_map_update_elem(&pydp_nat, &k2k, &r1, BPF_ANY) ||
+		    bpf_map_update_elem(&pydp_nat, k, &k1, BPF_ANY))
+			return -DROP_CT_CREATE;
+		*reason = REASON_HAIRPIN;
+		nat4_rewrite(p, 1, k1.addr, k1.port);
+		nat4_rewrite(p, 0, gw, cand);
+		return nat4_deliver(p, &k1);
+	}
+	return -DROP_NAT_NO_PORT;
+}
+
+/* Hairpin, a tracked connection: e is K1 (the client's packet) or R1 (the backend's reply)
+ * of nat4_hairpin_new, found under k. Rewrites both sides through e and the second-stage
+ * entry, keeps the four entries' state and deadline together, delivers as e says. */
+static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
+					const struct nat_key *k, struct nat_entry *e, __u64 now,
+					__u32 *reason)
+{
+	int reply = !!(e->flags & NAT_F_SNAT);
+	struct nat_key k2 = {}, pk = {};
+	struct nat_entry *e2, *pe;
+	__u64 expires;
+	__u8 state;
+
+	k2.saddr = k->saddr;
+	k2.daddr = e->addr;
+	k2.sport = k->sport;
+	k2.dport = e->port;
+	k2.proto = k->proto;
+	k2.dir = NAT_DIR_EGRESS;
+	e2 = bpf_map_lookup_elem(&pydp_nat, &k2);
+	if (!e2)
+		return -DROP_NO_CT;
+	state = ct_next_state(k->proto, e->state, ct_tcp_flags(p), reply);
+	expires = now + ct_timeout_ns(k->proto, state);
+	if (state != e->state || expires - e->expires > CT_REFRESH_SLACK * NS_PER_SEC) {
+		e->state = e2->state = state;
+		e->expires = e2->expires = expires;
+		/* the other direction: first stage {B|C, G|H}, second stage {B|C, C|B} */
+		pk.saddr = e->addr;
+		pk.daddr = e2->addr;
+		pk.sport = e->port;
+		pk.dport = e2->port;
+		pk.proto = k->proto;
+		pk.dir = NAT_DIR_EGRESS;
+		pe = bpf_map_lookup_elem(&pydp_nat, &pk);
+		if (pe) {
+			pe->state = state;
+			pe->expires = expires;
+		}
+		pk.daddr = k->saddr;
+		pk.dport = k->sport;
+		pe = bpf_map_lookup_elem(&pydp_nat, &pk);
+		if (pe) {
+			pe->state = state;
+			pe->expires = expires;
+		}
+	}
+	*reason = reply ? REASON_HAIRPIN_REPLY : REASON_HAIRPIN;
+	nat4_rewrite(p, 1, e->addr, e->port);
+	nat4_rewrite(p, 0, e2->addr, e2->port);
+	return nat4_deliver(p, e);
+}
+
+/* Deliver a translated frame (XDP) to the endpoint of entry e: out of its host-side veth
+ * (XDP has no redirect_peer), so the container side receives it. Returns XDP_REDIRECT or
+ * a negative DROP_*. */
+static __always_inline int nat4_deliver_xdp(struct pkt *p, const struct nat_entry *e)
+{
+	long ret = nat4_deliver_l2(p, e);
+
+	if (ret)
+		return ret;
+	ret = bpf_redirect(e->ifindex, 0);
+	return ret == XDP_REDIRECT ? XDP_REDIRECT : -DROP_REDIRECT;
+}
+
+#define IP_MF 0x2000 /* IPv4 frag_off: more fragments */
+
+/* xdp_uplink, the fast path of nat4_from_netdev for TCP and UDP from outside: a tracked
+ * connection's ingress entry (published port, masquerade reply) or a new connection to a
+ * published port is translated and redirected before an skb exists, with the same
+ * entries as TC. Everything else (ICMP and ICMP errors, fragments, misses, the host's own
+ * traffic, the DROP_NO_CT decision that needs a socket lookup) is XDP_PASS to from_netdev,
+ * complete on its own; so does TTL <= 1. Returns an XDP verdict with *reason, or a negative DROP_*. */
+static __always_inline int nat4_from_netdev_xdp(struct pkt *p, __u32 *reason)
+{
+	const struct host_config *cfg = nat4_config();
+	struct nat_entry *e, in = {};
+	struct nat_key k;
+	__u64 now;
+	int ret;
+
+	*reason = REASON_XDP_PASS;
+	if (!cfg || !cfg->uplink_ifindex || !p->l4)
+		return XDP_PASS;
+	if (p->l4_proto != IPPROTO_TCP && p->l4_proto != IPPROTO_UDP)
+		return XDP_PASS;
+	if (p->ip4->frag_off & bpf_htons(IP_MF | IP_OFFSET_MASK))
+		return XDP_PASS;
+	if (p->ip4->ttl <= 1)
+		return XDP_PASS; /* from_netdev counts DROP_TTL_EXCEEDED if it is ours to route */
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS))
+		return XDP_PASS;
+	now = bpf_ktime_get_ns();
+	e = ct_lookup(&k, now);
+	if (e) {
+		ct_advance(&k, e, p, now);
+		*reason = (e->flags & NAT_F_DNAT) ? REASON_XDP_DNAT : REASON_XDP_REV_NAT;
+		nat4_rewrite(p, 1, e->addr, e->port);
+		return nat4_deliver_xdp(p, e);
+	}
+	ret = nat4_dnat_new(p, cfg, &k, now, &in);
+	if (ret == NAT_SKIP)
+		return XDP_PASS;
+	if (ret)
+		return ret;
+	*reason = REASON_XDP_DNAT;
+	nat4_rewrite(p, 1, in.addr, in.port);
+	return nat4_deliver_xdp(p, &in);
 }
 
 #endif

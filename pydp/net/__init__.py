@@ -19,6 +19,7 @@ A small, typed, idempotent layer for the reconciler::
 
 from __future__ import annotations
 
+from pydp.net.ethtool import enable_gro
 from pydp.net.host import NetHost
 from pydp.net.links import OWNER_PREFIX, Link, Route, veth_name
 from pydp.net.netns import netns_create, netns_delete, netns_exists, netns_list, sysctl
@@ -28,6 +29,7 @@ __all__ = [
     "Link",
     "NetHost",
     "Route",
+    "enable_gro",
     "netns_create",
     "netns_delete",
     "netns_exists",

@@ -72,9 +72,18 @@ def into(l4: Packet, src: str = REMOTE, dst: str = HOST) -> bytes:
     return raw(Ether(src=NEXT_HOP_MAC, dst=UPLINK_MAC) / IP(src=src, dst=dst) / l4)
 
 
+def routed(frame: bytes) -> bytes:
+    """frame after one routed hop: TTL one less, the IP checksum computed anew by scapy (the
+    program's incremental update must give the same bytes)."""
+    pkt = Ether(frame)
+    pkt[IP].ttl -= 1
+    del pkt[IP].chksum
+    return raw(pkt)
+
+
 def delivered(l4: Packet, src: str = REMOTE, dst: str = CONT) -> bytes:
-    """A frame delivered to the container: its MAC, from the gateway's."""
-    return raw(Ether(src=GW_MAC, dst=CONT_MAC) / IP(src=src, dst=dst) / l4)
+    """A frame delivered to the container (a routed hop): its MAC, from the gateway's."""
+    return routed(raw(Ether(src=GW_MAC, dst=CONT_MAC) / IP(src=src, dst=dst) / l4))
 
 
 def icmp_error(
@@ -386,7 +395,11 @@ CASES = [
         raw(Ether(src=NEXT_HOP_MAC, dst=UPLINK_MAC) / icmp_error(3, 3, quote(UDP_Q))),
         TC_ACT_REDIRECT,
         "REASON_REV_NAT_ICMP",
-        raw(Ether(src=GW_MAC, dst=CONT_MAC) / icmp_error(3, 3, quote(UDP_Q, src=CONT), dst=CONT)),
+        routed(
+            raw(
+                Ether(src=GW_MAC, dst=CONT_MAC) / icmp_error(3, 3, quote(UDP_Q, src=CONT), dst=CONT)
+            )
+        ),
         before=[("from_container", out_of(UDP_Q))],
     ),
     NatCase(
@@ -398,10 +411,12 @@ CASES = [
         ),
         TC_ACT_REDIRECT,
         "REASON_REV_NAT_ICMP",
-        raw(
-            Ether(src=GW_MAC, dst=CONT_MAC)
-            / icmp_error(
-                3, 4, quote(tcp(40000, 80), src=CONT), src=ROUTER, dst=CONT, nexthopmtu=1400
+        routed(
+            raw(
+                Ether(src=GW_MAC, dst=CONT_MAC)
+                / icmp_error(
+                    3, 4, quote(tcp(40000, 80), src=CONT), src=ROUTER, dst=CONT, nexthopmtu=1400
+                )
             )
         ),
         config=HostConfig(LO, IPAddress(HOST), 45000, 45000),
@@ -417,9 +432,11 @@ CASES = [
         ),
         TC_ACT_REDIRECT,
         "REASON_REV_NAT_ICMP",
-        raw(
-            Ether(src=GW_MAC, dst=CONT_MAC)
-            / icmp_error(11, 0, quote(tcp(40000, 80), src=CONT, cut=28), src=ROUTER, dst=CONT)
+        routed(
+            raw(
+                Ether(src=GW_MAC, dst=CONT_MAC)
+                / icmp_error(11, 0, quote(tcp(40000, 80), src=CONT, cut=28), src=ROUTER, dst=CONT)
+            )
         ),
         before=[("from_container", SYN_OUT)],
     ),
@@ -429,9 +446,11 @@ CASES = [
         raw(Ether(src=NEXT_HOP_MAC, dst=UPLINK_MAC) / icmp_error(11, 0, quote(PING), src=ROUTER)),
         TC_ACT_REDIRECT,
         "REASON_REV_NAT_ICMP",
-        raw(
-            Ether(src=GW_MAC, dst=CONT_MAC)
-            / icmp_error(11, 0, quote(PING, src=CONT), src=ROUTER, dst=CONT)
+        routed(
+            raw(
+                Ether(src=GW_MAC, dst=CONT_MAC)
+                / icmp_error(11, 0, quote(PING, src=CONT), src=ROUTER, dst=CONT)
+            )
         ),
         before=[("from_container", out_of(PING))],
     ),
