@@ -12,7 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydp.maps._codec import Layout, percpu_stride
 
-__all__ = ["BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "RawMap", "TypedMap"]
+__all__ = ["BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "ArrayMap", "RawMap", "TypedMap"]
 
 BPF_ANY = 0  # create or update
 BPF_NOEXIST = 1  # create only
@@ -165,3 +165,17 @@ class TypedMap(MutableMapping[K, V], Generic[K, V]):
         """Remove every entry."""
         for k, _ in self.raw.lookup_all():
             self.raw.delete(k)
+
+
+class ArrayMap(TypedMap[K, V]):
+    """A BPF array: every index exists, so "deleting" writes the family's EMPTY value."""
+
+    EMPTY: V
+
+    def __delitem__(self, key: K) -> None:
+        self[key] = self.EMPTY
+
+    def discard(self, key: K) -> bool:
+        had = self.get(key, self.EMPTY) != self.EMPTY
+        self[key] = self.EMPTY
+        return had

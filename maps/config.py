@@ -9,7 +9,7 @@ from netaddr import EUI, IPAddress, IPNetwork, mac_unix_expanded
 
 from pydp.maps._cdef import constants
 from pydp.maps._codec import ip4_bytes, mac_bytes
-from pydp.maps.base import TypedMap
+from pydp.maps.base import ArrayMap, TypedMap
 
 __all__ = [
     "CONFIG_MAP",
@@ -94,7 +94,7 @@ class NetworkInfo:
     gateway_mac: EUI = _NO_MAC  # source MAC of frames delivered to its endpoints after DNAT
 
 
-class NetworkMap(TypedMap[int, NetworkInfo]):
+class NetworkMap(ArrayMap[int, NetworkInfo]):
     """``pydp_networks``: network index -> NetworkInfo. An array: deleting writes defaults."""
 
     key_type = "uint32_t"
@@ -114,14 +114,6 @@ class NetworkMap(TypedMap[int, NetworkInfo]):
     def decode_value(self, fields: tuple[Any, ...]) -> NetworkInfo:
         flags, mac = fields
         return NetworkInfo(bool(flags & _C["NETWORK_F_MASQUERADE"]), _eui(mac))
-
-    def __delitem__(self, key: int) -> None:
-        self[key] = self.EMPTY
-
-    def discard(self, key: int) -> bool:
-        had = self.get(key, self.EMPTY) != self.EMPTY
-        self[key] = self.EMPTY
-        return had
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 from netaddr import EUI, IPAddress, mac_unix_expanded
 
 from pydp.maps._codec import ip4_array, ip4_bytes, mac_bytes
-from pydp.maps.base import TypedMap
+from pydp.maps.base import ArrayMap, TypedMap
 
 __all__ = ["ENDPOINT_MAP", "IFACE_MAP", "Endpoint", "EndpointMap", "Iface", "IfaceMap"]
 
@@ -74,7 +74,7 @@ class Iface:
     network: int = 0
 
 
-class IfaceMap(TypedMap[int, Iface]):
+class IfaceMap(ArrayMap[int, Iface]):
     """``pydp_ifaces``: host ifindex -> Iface. An array: "deleting" writes an empty entry."""
 
     key_type = "uint32_t"
@@ -97,11 +97,3 @@ class IfaceMap(TypedMap[int, Iface]):
     def value_bytes(self, value: Iface) -> bytes:
         addr = b"\0\0\0\0" if value.address is None else ip4_bytes(value.address)
         return self.value_layout.pack_raw(addr, value.network)
-
-    def __delitem__(self, key: int) -> None:
-        self[key] = self.EMPTY
-
-    def discard(self, key: int) -> bool:
-        had = self.get(key, self.EMPTY) != self.EMPTY
-        self[key] = self.EMPTY
-        return had
