@@ -6,6 +6,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -311,3 +312,31 @@ def test_published_port_hairpin_sees_gateway(world: World) -> None:
     assert r.stdout.strip() == "172.17.0.1"
     assert world.metric("REASON_HAIRPIN") > before
     assert world.metric("REASON_HAIRPIN_REPLY") > 0
+
+
+def test_published_http_with_curl(world: World, tmp_path: Path) -> None:
+    """curl fetches a page from busybox httpd behind -p 8081:80: from another host, from the
+    host itself (127.0.0.1) and from a sibling container (hairpin at the uplink's address)."""
+    (tmp_path / "index.html").write_text("hello over http\n")
+    world.node(
+        "run",
+        "--name",
+        "www",
+        "-p",
+        "8081:80",
+        "-d",
+        "--",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        str(tmp_path),
+    )
+    wait_listening(world, "www", 80)
+    curl = ["curl", "-sS", "--max-time", "5"]
+    assert world.outside.run([*curl, f"http://{UPLINK}:8081/"]).stdout == "hello over http\n"
+    assert world.node.host.run([*curl, "http://127.0.0.1:8081/"]).stdout == "hello over http\n"
+    r = world.node("run", "--rm", "--", *curl, f"http://{UPLINK}:8081/")
+    assert r.stdout == "hello over http\n"
