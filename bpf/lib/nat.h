@@ -701,19 +701,121 @@ static __always_inline int nat4_deliver_xdp(struct pkt *p, const struct nat_entr
 
 #define IP_MF 0x2000 /* IPv4 frag_off: more fragments */
 
+/* Checksum offload on the XDP path. A frame a local stack sent with checksum offload
+ * (CHECKSUM_PARTIAL, e.g. from another namespace through a veth uplink) carries in its
+ * TCP/UDP checksum field only the pseudo-header sum, uncomplemented: the skb says so, but
+ * XDP sees no skb, and XDP_REDIRECT turns the frame into one the receiver must verify
+ * (CHECKSUM_NONE). Such a frame gets its L4 checksum computed in full after translation;
+ * one with a real checksum (any NIC) keeps the incremental update. */
+#define NAT_XDP_CSUM_MAX 4096 /* longest L4 segment checksummed in full; longer: TC */
+#define NAT_CSUM_CHUNK 256    /* bytes per bpf_csum_diff call */
+
+/* The unfolded one's-complement sum of the IPv4 pseudo-header of p's L4 segment. */
+static __always_inline __u32 nat4_pseudo_sum(const struct iphdr *ip4, __u32 l4_len)
+{
+	return (ip4->saddr & 0xffff) + (ip4->saddr >> 16) + (ip4->daddr & 0xffff) +
+	       (ip4->daddr >> 16) + bpf_htons((__u16)ip4->protocol) + bpf_htons((__u16)l4_len);
+}
+
+/* p's TCP or UDP checksum field. */
+static __always_inline __sum16 *nat4_l4_csum_field(const struct pkt *p)
+{
+	if (p->l4_proto == IPPROTO_TCP)
+		return &((struct tcphdr *)p->l4)->check;
+	return &((struct udphdr *)p->l4)->check;
+}
+
+/* The length of p's L4 segment from the IP header (padding after it excluded). */
+static __always_inline __u32 nat4_l4_len(const struct pkt *p)
+{
+	return (__u32)bpf_ntohs(p->ip4->tot_len) - (__u32)((void *)p->l4 - (void *)p->ip4);
+}
+
+/* Whether p's TCP/UDP checksum field holds the pseudo-header seed of checksum offload (1),
+ * a checksum (0), or a seed for a segment too long or cut short to checksum here (-1). */
+static __always_inline int nat4_csum_partial(const struct pkt *p, void *data_end)
+{
+	__sum16 *c = nat4_l4_csum_field(p);
+	__u32 len = nat4_l4_len(p);
+
+	if (!*c || *c != csum_fold32(nat4_pseudo_sum(p->ip4, len)))
+		return 0;
+	if (len > NAT_XDP_CSUM_MAX || (void *)p->l4 + len > data_end)
+		return -1;
+	return 1;
+}
+
+/* Compute p's TCP/UDP checksum in full (pseudo-header, header, payload), as offload would
+ * have. Returns 0 or -DROP_INVALID_IP when the segment is not all in the frame. */
+static __always_inline int nat4_csum_full(struct pkt *p, void *data_end)
+{
+	__sum16 *c = nat4_l4_csum_field(p);
+	__u32 left = nat4_l4_len(p);
+	__u8 *pos = p->l4;
+	__u16 sum;
+	__u64 s;
+	long r;
+	int i;
+
+	if (left > NAT_XDP_CSUM_MAX)
+		return -DROP_INVALID_IP;
+	*c = 0;
+	s = nat4_pseudo_sum(p->ip4, left);
+	for (i = 0; i < NAT_XDP_CSUM_MAX / NAT_CSUM_CHUNK; i++) {
+		if (left < NAT_CSUM_CHUNK)
+			break;
+		if (pos + NAT_CSUM_CHUNK > (__u8 *)data_end)
+			return -DROP_INVALID_IP;
+		r = bpf_csum_diff(NULL, 0, (__be32 *)pos, NAT_CSUM_CHUNK, 0);
+		if (r < 0)
+			return -DROP_INVALID_IP;
+		s += (__u32)r;
+		pos += NAT_CSUM_CHUNK;
+		left -= NAT_CSUM_CHUNK;
+	}
+	for (i = 0; i < NAT_CSUM_CHUNK / 2; i++) {
+		if (left < 2)
+			break;
+		/* keep clang from turning the check into arithmetic on data_end */
+		asm volatile("" : "+r"(pos));
+		if (pos + 2 > (__u8 *)data_end)
+			return -DROP_INVALID_IP;
+		s += *(__u16 *)pos;
+		pos += 2;
+		left -= 2;
+	}
+	if (left) { /* the odd last byte, the high half of a word padded with zero */
+		if (pos + 1 > (__u8 *)data_end)
+			return -DROP_INVALID_IP;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+		s += *pos;
+#else
+		s += (__u32)*pos << 8;
+#endif
+	}
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	sum = (__u16)~csum_fold32((__u32)s);
+	if (!sum && p->l4_proto == IPPROTO_UDP)
+		sum = 0xffff; /* 0 is UDP's "no checksum" */
+	*c = (__sum16)sum;
+	return 0;
+}
+
 /* xdp_uplink, the fast path of nat4_from_netdev for TCP and UDP from outside: a tracked
  * connection's ingress entry (published port, masquerade reply) or a new connection to a
  * published port is translated and redirected before an skb exists, with the same
  * entries as TC. Everything else (ICMP and ICMP errors, fragments, misses, the host's own
  * traffic, the DROP_NO_CT decision that needs a socket lookup) is XDP_PASS to from_netdev,
- * complete on its own; so does TTL <= 1. Returns an XDP verdict with *reason, or a negative DROP_*. */
-static __always_inline int nat4_from_netdev_xdp(struct pkt *p, __u32 *reason)
+ * complete on its own; so does TTL <= 1, and a checksum-offload frame too long to checksum
+ * here (nat4_csum_partial). Returns an XDP verdict with *reason, or a negative DROP_*. */
+static __always_inline int nat4_from_netdev_xdp(struct pkt *p, void *data_end, __u32 *reason)
 {
 	const struct host_config *cfg = nat4_config();
 	struct nat_entry *e, in = {};
 	struct nat_key k;
+	int ret, partial;
 	__u64 now;
-	int ret;
 
 	*reason = REASON_XDP_PASS;
 	if (!cfg || !cfg->uplink_ifindex || !p->l4)
@@ -726,12 +828,17 @@ static __always_inline int nat4_from_netdev_xdp(struct pkt *p, __u32 *reason)
 		return XDP_PASS; /* from_netdev counts DROP_TTL_EXCEEDED if it is ours to route */
 	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS))
 		return XDP_PASS;
+	partial = nat4_csum_partial(p, data_end);
+	if (partial < 0)
+		return XDP_PASS;
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
 	if (e) {
 		ct_advance(&k, e, p, now);
 		*reason = (e->flags & NAT_F_DNAT) ? REASON_XDP_DNAT : REASON_XDP_REV_NAT;
 		nat4_rewrite(p, 1, e->addr, e->port);
+		if (partial && (ret = nat4_csum_full(p, data_end)))
+			return ret;
 		return nat4_deliver_xdp(p, e);
 	}
 	ret = nat4_dnat_new(p, cfg, &k, now, &in);
@@ -741,6 +848,8 @@ static __always_inline int nat4_from_netdev_xdp(struct pkt *p, __u32 *reason)
 		return ret;
 	*reason = REASON_XDP_DNAT;
 	nat4_rewrite(p, 1, in.addr, in.port);
+	if (partial && (ret = nat4_csum_full(p, data_end)))
+		return ret;
 	return nat4_deliver_xdp(p, &in);
 }
 

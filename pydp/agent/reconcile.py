@@ -284,8 +284,7 @@ class Reconciler:
             nat.purge(removed)
         if up is not None:
             nat.ensure_attached(up.ifindex)
-            # xdp_uplink (NatDatapath.ensure_xdp) is not attached yet: in a namespace test its
-            # DNAT counted the SYNs but no answer came back; the TC path serves meanwhile
+            nat.ensure_xdp(up.ifindex)
         if ports:
             nat.ensure_sock_attached()
 

@@ -36,6 +36,7 @@ from .test_nat import (
     PING,
     SYN_OUT,
     TCP_P,
+    UDP_P,
     UDP_Q,
     UPLINK_MAC,
     Maps,
@@ -109,6 +110,21 @@ def frag(l4: Packet, **kw: int) -> bytes:
     return raw(Ether(src=NEXT_HOP_MAC, dst=UPLINK_MAC) / IP(src=CLIENT, dst=HOST, **kw) / l4)
 
 
+def offloaded(l4: Packet, src: str = CLIENT, dst: str = HOST) -> bytes:
+    """A frame sent with checksum offload (CHECKSUM_PARTIAL, as from a local stack through a
+    veth): its TCP/UDP checksum field holds only the pseudo-header sum, uncomplemented."""
+    a, b = int(IPAddress(src)), int(IPAddress(dst))
+    s = (a >> 16) + (a & 0xFFFF) + (b >> 16) + (b & 0xFFFF)
+    s += (UDP_P if isinstance(l4, UDP) else TCP_P) + len(l4)
+    while s > 0xFFFF:
+        s = (s & 0xFFFF) + (s >> 16)
+    l4 = l4.copy()
+    l4.chksum = s
+    return raw(Ether(src=NEXT_HOP_MAC, dst=UPLINK_MAC) / IP(src=src, dst=dst) / l4)
+
+
+BIG = Raw(bytes(range(256)) * 2 + b"odd-length tail" * 7)  # 2 chunks, words and a last byte
+
 CASES = [
     XdpCase(
         "uplink unset: everything passes",
@@ -137,6 +153,28 @@ CASES = [
         XDP_REDIRECT,
         "REASON_XDP_DNAT",
         delivered(UDP(sport=50000, dport=53, chksum=0) / Raw(b"q"), src=CLIENT),
+    ),
+    XdpCase(
+        "dnat tcp syn sent with checksum offload: checksum computed in full",
+        offloaded(tcp(50000, 8080)),
+        XDP_REDIRECT,
+        "REASON_XDP_DNAT",
+        delivered(tcp(50000, 80), src=CLIENT),
+    ),
+    XdpCase(
+        "dnat, established, odd-length data sent with checksum offload",
+        offloaded(tcp(50000, 8080, "PA") / BIG),
+        XDP_REDIRECT,
+        "REASON_XDP_DNAT",
+        delivered(tcp(50000, 80, "PA") / BIG, src=CLIENT),
+        before=[("from_netdev", into(tcp(50000, 8080), src=CLIENT))],
+    ),
+    XdpCase(
+        "dnat udp sent with checksum offload: checksum computed in full",
+        offloaded(UDP(sport=50000, dport=5353) / BIG),
+        XDP_REDIRECT,
+        "REASON_XDP_DNAT",
+        delivered(UDP(sport=50000, dport=53) / BIG, src=CLIENT),
     ),
     XdpCase(
         "dnat, established (entry from TC's from_netdev)",

@@ -200,6 +200,46 @@ def wait_listening(world: World, sandbox: str, port: int, proto: str = "t") -> N
     )
 
 
+def test_published_ports_answered_through_xdp(world: World) -> None:
+    """xdp_uplink runs on the uplink and translates published TCP and UDP ports: the outside
+    host's frames arrive with checksum offload (a veth), which XDP must complete itself."""
+    assert "xdp" in world.node.host.run(["ip", "link", "show", "eth0"]).stdout
+    world.node(
+        "run",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "-d",
+        "--",
+        "socat",
+        "TCP-LISTEN:80,reuseaddr,fork",
+        "SYSTEM:echo hello-xdp",
+    )
+    world.node(
+        "run",
+        "--name",
+        "dns",
+        "-p",
+        "5353:53/udp",
+        "-d",
+        "--",
+        "socat",
+        "UDP-RECVFROM:53,fork",
+        "SYSTEM:cat",
+    )
+    wait_listening(world, "web", 80)
+    wait_listening(world, "dns", 53, "u")
+    before = world.metric("REASON_XDP_DNAT")
+    r = world.outside.run(["socat", "-T2", "-", f"TCP:{UPLINK}:8080"])
+    assert r.stdout.strip() == "hello-xdp"
+    after_tcp = world.metric("REASON_XDP_DNAT")
+    assert after_tcp > before
+    r = world.outside.run(["sh", "-c", f"echo ping-xdp | socat -T2 - UDP:{UPLINK}:5353"])
+    assert r.stdout.strip() == "ping-xdp"
+    assert world.metric("REASON_XDP_DNAT") > after_tcp
+
+
 def test_published_port_from_the_host_itself(world: World) -> None:
     """The host's own processes reach a published port at 127.0.0.1 and at the uplink's
     address (cgroup connect4/sendmsg4/recvmsg4 hooks: no proxy process), TCP and UDP."""
