@@ -184,7 +184,7 @@ SNAT_SYN = out_of(tcp(40000, 80), src=HOST)
 SYNACK_IN = into(tcp(80, 40000, "SA"))
 UDP_Q = UDP(sport=40000, dport=53) / Raw(b"query")
 PING = ICMP(type=8, id=7, seq=1) / Raw(b"ping")
-LATER = 60 * NS
+LATER = 86_400 * NS  # a day: the table is built at collection, maybe minutes before it runs
 
 
 def taken(port: int, by: str = "10.0.0.9") -> dict[NatKey, NatEntry]:
