@@ -8,9 +8,9 @@ an iperf3 server on 5201, published on the uplink as 8080 and 5201:
 - ``pydp_tc``: ``pydp run -p 8080:80 -p 5201:5201`` (from_netdev on the uplink
   does the DNAT at TC; the container's replies are reverse-translated by
   from_container);
-- ``pydp_xdp``: the same plus pydp's XDP program on the uplink; left out, with a
-  printed note, while ``build/bpf/xdp_uplink.bpf.o`` is missing or the reconciler
-  does not attach it (see `XDP_ENV` to switch it on);
+- ``pydp_xdp``: the same with ``pydp system config --xdp on`` (xdp_uplink on the
+  uplink; ``pydp_tc`` sets ``--xdp off``); left out, with a printed note, while
+  ``build/bpf/xdp_uplink.bpf.o`` is missing or XDP did not attach;
 - ``iptables``: a plain Linux bridge ``docker0`` holding the container and
   Docker's own rules, loaded by ``iptables-restore`` (the DOCKER chain with its
   DNAT, MASQUERADE in POSTROUTING, the FORWARD chains; ``iptables`` if it works
@@ -270,12 +270,12 @@ def _start_servers(container: Namespace, rr_tool: Path, rr_running: bool = False
 
 
 def _setup_pydp(case: Case, rr_tool: Path, env: dict[str, str], xdp: bool) -> None:
-    """Load the datapath (from_netdev on the uplink) and run the published container; without
-    ``xdp``, an XDP program the reconciler attached to the uplink is detached again (no
-    later CLI call reconciles this host before the cleanup)."""
+    """Load the datapath (from_netdev on the uplink, and xdp_uplink with ``xdp``: the
+    uplink is a veth, where pydp's default, auto, leaves XDP off) and run the published
+    container."""
     node = case.node
     assert node is not None
-    node("system", "reconcile", env=env)
+    node("system", "config", "--xdp", "on" if xdp else "off", env=env)
     node(
         *("run", "--name", "web", "-d"),
         *("-p", f"{HOST_PORT}:{CONTAINER_PORT}", "-p", f"{IPERF_PORT}:{IPERF_PORT}"),
@@ -285,9 +285,7 @@ def _setup_pydp(case: Case, rr_tool: Path, env: dict[str, str], xdp: bool) -> No
     netns = node.json("sandbox", "inspect", "web")[0]["Netns"]
     case.container = Namespace(case.host.topology, f"{case.name}_web", netns)
     _start_servers(case.container, rr_tool, rr_running=True)
-    if not xdp and _xdp_attached(case.host):
-        case.host.run(["ip", "link", "set", "dev", "eth0", "xdp", "off"])
-        assert not _xdp_attached(case.host), f"{case.name}: XDP still on the uplink"
+    assert _xdp_attached(case.host) == xdp, f"{case.name}: XDP on the uplink is not {xdp}"
 
 
 def _build_bridged(topo: Topology, name: str, rr_tool: Path) -> Case:

@@ -19,6 +19,7 @@ from pydp.loader import (
     attach_xdp,
     bpffs_root,
     cgroup_attached,
+    detach_xdp,
     prog_tag,
     tcx_prog_ids,
     xdp_attached,
@@ -118,6 +119,13 @@ class NatDatapath:
             return False
         attach_xdp(self.xdp_uplink, uplink_ifindex, "native")
         return True
+
+    def remove_xdp(self, uplink_ifindex: int) -> bool:
+        """Take xdp_uplink off the uplink if it runs there (another program stays)."""
+        running = xdp_attached(uplink_ifindex, "native")
+        if running and prog_tag(running) == self.xdp_uplink.tag:
+            return detach_xdp(uplink_ifindex)
+        return False
 
     def ensure_sock_attached(self) -> int:
         """The connect4/sendmsg4/recvmsg4 hooks of this host at the cgroup v2 root (the

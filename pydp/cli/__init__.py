@@ -43,11 +43,12 @@ def _reset(host: PydpHost, a: argparse.Namespace) -> int:
 
 
 def _config(host: PydpHost, a: argparse.Namespace) -> int:
-    if a.nat_ports is not None:
-        host.controller.configure(nat_ports=a.nat_ports)
+    if a.nat_ports is not None or a.xdp is not None:
+        host.controller.configure(nat_ports=a.nat_ports, xdp=a.xdp)
         host.apply()
-    lo, hi = host.controller.settings().nat_ports
-    print(f"nat-ports {lo}-{hi}")
+    settings = host.controller.settings()
+    lo, hi = settings.nat_ports
+    print(f"nat-ports {lo}-{hi}\nxdp {settings.xdp}")
     return 0
 
 
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     reset.set_defaults(func=_reset)
     cfg = system.add_parser("config", help="show or change host-wide settings")
     cfg.add_argument("--nat-ports", metavar="FIRST-LAST", help="masquerade source port range")
+    cfg.add_argument(
+        "--xdp", metavar="on|off|auto", help="XDP fast path on the uplink (auto: unless a veth)"
+    )
     cfg.set_defaults(func=_config)
     rec = system.add_parser("reconcile", help="converge the kernel to the stored state now")
     rec.set_defaults(func=_reconcile)

@@ -36,6 +36,7 @@ __all__ = ["PREDEFINED", "Controller"]
 PREDEFINED = ("bridge", "host", "none")  # Docker's networks, created on first use
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}")
 _MAX_IFACES = 64  # eth0 .. eth63 in one sandbox
+XDP_MODES = ("auto", "on", "off")
 EPHEMERAL = (49153, 65536)  # host ports chosen for -p CONTAINER_PORT, as Docker's
 
 
@@ -192,13 +193,15 @@ class Controller:
         entry = self.store.get(SETTINGS)
         return Settings() if entry is None else Settings.from_json(entry.value)
 
-    def configure(self, nat_ports: str | None = None) -> Settings:
+    def configure(self, nat_ports: str | None = None, xdp: str | None = None) -> Settings:
         """``system config``: change host-wide settings; unchanged ones stay."""
+        if xdp is not None and xdp not in XDP_MODES:
+            raise ConfigError(f'--xdp: expected {", ".join(XDP_MODES)}, got "{xdp}"')
         with self.store.transaction() as t:
             entry = t.get(SETTINGS)
             cur = Settings() if entry is None else Settings.from_json(entry.value)
-            if nat_ports is not None:
-                cur = Settings(_port_range("--nat-ports", nat_ports))
+            ports = cur.nat_ports if nat_ports is None else _port_range("--nat-ports", nat_ports)
+            cur = Settings(ports, cur.xdp if xdp is None else xdp)
             t.put(SETTINGS, cur.to_json())
             return cur
 

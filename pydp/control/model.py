@@ -187,12 +187,13 @@ class Settings:
     """Host-wide settings (``pydp system config``)."""
 
     nat_ports: tuple[int, int] = NAT_PORTS_DEFAULT
+    xdp: str = "auto"  # the uplink's XDP fast path: on, off, or auto (on unless a veth)
 
     def to_json(self) -> str:
-        return json.dumps({"nat_ports": list(self.nat_ports)})
+        return json.dumps({"nat_ports": list(self.nat_ports), "xdp": self.xdp})
 
     @classmethod
     def from_json(cls, text: str) -> Settings:
         d: dict[str, Any] = json.loads(text)
         lo, hi = d.get("nat_ports", NAT_PORTS_DEFAULT)
-        return cls((int(lo), int(hi)))
+        return cls((int(lo), int(hi)), d.get("xdp", "auto"))

@@ -202,8 +202,12 @@ def wait_listening(world: World, sandbox: str, port: int, proto: str = "t") -> N
 
 def test_published_ports_answered_through_xdp(world: World) -> None:
     """xdp_uplink runs on the uplink and translates published TCP and UDP ports: the outside
-    host's frames arrive with checksum offload (a veth), which XDP must complete itself."""
-    assert "xdp" in world.node.host.run(["ip", "link", "show", "eth0"]).stdout
+    host's frames arrive with checksum offload (a veth), which XDP must complete itself.
+    On a veth uplink XDP is off by default (auto) and taken off again with --xdp off."""
+    link = ["ip", "link", "show", "eth0"]
+    assert "prog/xdp" not in world.node.host.run(link).stdout  # auto: a veth stays on TC
+    assert world.node("system", "config", "--xdp", "on").stdout.endswith("xdp on\n")
+    assert "prog/xdp" in world.node.host.run(link).stdout
     world.node(
         "run",
         "--name",
@@ -274,9 +278,8 @@ def test_nat_port_exhaustion_is_a_counted_drop(world: World) -> None:
     """With one masquerade port, a third flow from the same source port to the same place
     finds none: a counted DROP_NAT_NO_PORT, and pydp keeps working."""
     node = world.node
-    assert (
-        node("system", "config", "--nat-ports", "40000-40000").stdout == "nat-ports 40000-40000\n"
-    )
+    out = node("system", "config", "--nat-ports", "40000-40000").stdout
+    assert out == "nat-ports 40000-40000\nxdp auto\n"
     r = node("system", "config", "--nat-ports", "9-8", check=False)
     assert (r.returncode, r.stderr) == (
         1,
