@@ -14,6 +14,7 @@ import ctypes
 import errno
 import logging
 import os
+import signal
 from collections.abc import Iterator
 
 from pydp.errors import ConfigError, DatapathError, NotFoundError, PydpError
@@ -154,14 +155,36 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def netns_delete(name: str) -> None:
-    """Delete the named namespace ``name``; one already gone is success.
+def netns_kill(name: str) -> list[int]:
+    """SIGKILL every process whose network namespace is ``name`` (a container's processes,
+    as ``docker rm -f`` does); returns their pids."""
+    try:
+        target = os.stat(netns_path(name))
+    except FileNotFoundError:
+        return []
+    killed = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            st = os.stat(f"/proc/{pid}/ns/net")
+        except OSError:
+            continue  # gone, or a kernel thread
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino) and int(pid) != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+    if killed:
+        log.info("killed %d processes in netns %s", len(killed), name)
+    return killed
 
-    The namespace itself goes away once no process or socket holds it.
-    """
+
+def netns_delete(name: str) -> None:
+    """Delete the named namespace ``name``, killing its processes first (what was running
+    in a removed sandbox must not live on in an anonymous namespace); one already gone is
+    success."""
     path = netns_path(name)
     if not os.path.lexists(path):
         return
+    netns_kill(name)
     if os.path.ismount(path) and _libc.umount2(path.encode(), MNT_DETACH) != 0:
         err = ctypes.get_errno()
         if err != errno.EINVAL:  # EINVAL: not a mount point (any more)

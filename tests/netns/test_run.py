@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from .conftest import PydpNode
 
 
@@ -52,3 +54,35 @@ def test_run_usage_errors(pydp_node: PydpNode) -> None:
     r = node("run", "--bogus", check=False)
     assert r.returncode == 2 and r.stderr.startswith("Error: unrecognized arguments: --bogus")
     assert node.snapshot() == before
+
+
+def test_sandbox_rm_kills_its_processes(pydp_node: PydpNode) -> None:
+    """Removing a sandbox kills what runs in it, as docker rm -f does: nothing lives on in an
+    anonymous namespace; system reset does the same for every sandbox."""
+    node = pydp_node
+    node("run", "--name", "s1", "-d", "--", "sleep", "600")
+    node("run", "--name", "s2", "-d", "--", "sleep", "601")
+    pids = {}
+    for name in ("s1", "s2"):
+        netns = node.json("sandbox", "inspect", name)[0]["Netns"]
+        for _ in range(50):  # -d: the command may take a moment to start
+            out = node.host.run(["ip", "netns", "pids", netns]).stdout.split()
+            if out:
+                break
+            time.sleep(0.05)
+        pids[name] = [int(p) for p in out]
+        assert pids[name], name
+    node("sandbox", "rm", "s1")
+    assert not any(map(alive, pids["s1"]))
+    assert all(map(alive, pids["s2"]))
+    node("system", "reset")
+    assert not any(map(alive, pids["s2"]))
+
+
+def alive(pid: int) -> bool:
+    """Running (a killed process may linger as a zombie until its new parent reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
