@@ -121,8 +121,8 @@ def test_published_tcp_port_from_another_host(world: World) -> None:
     assert world.metric("REASON_DNAT") + world.metric("REASON_XDP_DNAT") > before
 
 
-def test_published_udp_echo(world: World) -> None:
-    """A UDP echo server behind -p 5353:53/udp answers the outside host."""
+def run_udp_echo(world: World) -> None:
+    """Sandbox "dns": a UDP echo server on port 53, published as 5353."""
     world.node(
         "run",
         "--name",
@@ -135,6 +135,11 @@ def test_published_udp_echo(world: World) -> None:
         "UDP-RECVFROM:53,fork",
         "SYSTEM:cat",
     )
+
+
+def test_published_udp_echo(world: World) -> None:
+    """A UDP echo server behind -p 5353:53/udp answers the outside host."""
+    run_udp_echo(world)
     world.node(
         "exec",
         "dns",
@@ -220,18 +225,7 @@ def test_published_ports_answered_through_xdp(world: World) -> None:
         "TCP-LISTEN:80,reuseaddr,fork",
         "SYSTEM:echo hello-xdp",
     )
-    world.node(
-        "run",
-        "--name",
-        "dns",
-        "-p",
-        "5353:53/udp",
-        "-d",
-        "--",
-        "socat",
-        "UDP-RECVFROM:53,fork",
-        "SYSTEM:cat",
-    )
+    run_udp_echo(world)
     wait_listening(world, "web", 80)
     wait_listening(world, "dns", 53, "u")
     before = world.metric("REASON_XDP_DNAT")
