@@ -11,13 +11,15 @@ BPF_SRCS    := $(wildcard bpf/*.bpf.c)
 BPF_OBJS    := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRCS))
 BPF_HDRS    := $(wildcard bpf/lib/*.h maps/*.h)
 BPF_CFLAGS  := -O2 -g -target bpf -Wall -Werror -D__TARGET_ARCH_x86 -I. -Ibpf -idirafter $(ARCH_INC)
+NATIVE_SRCS := $(wildcard native/*.c)
+NATIVE_LIB  := build/native/libpydp_native.so
 PYTEST_ARGS ?=
 
-.PHONY: all setup deps venv bpf demo test lint unit bench clean
+.PHONY: all setup deps venv bpf native demo test lint unit bench clean
 
 all: setup
 
-setup: deps venv bpf
+setup: deps venv bpf native
 
 # apt packages: installed only when one is missing.
 deps: build/.deps
@@ -43,6 +45,12 @@ bpf: $(BPF_OBJS)
 build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) build/.deps
 	@mkdir -p build/bpf
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+# Host code the control plane calls through cffi (ABI mode): the Maglev fill loop.
+native: $(NATIVE_LIB)
+$(NATIVE_LIB): $(NATIVE_SRCS) build/.deps
+	@mkdir -p build/native
+	gcc -O2 -Wall -Werror -fPIC -shared $(NATIVE_SRCS) -o $@
 
 demo: setup
 	$(PY) -m pydp.demo
