@@ -15,12 +15,13 @@ enum pydp_reason {
 	REASON_DNAT = 4,        /* to a published port: translated and delivered to the endpoint */
 	REASON_REV_NAT = 5,     /* a reply translated back and delivered (or sent out the uplink) */
 	REASON_REV_NAT_ICMP = 6, /* an ICMP error quoting a translated packet, translated back */
-	REASON_NAT_FIB_MISS = 7, /* translated, but no route out of the uplink: to the stack */
+	REASON_NAT_FIB_MISS = 7, /* no route out of the uplink, or over its MTU: to the stack untranslated */
 	REASON_XDP_DNAT = 8,     /* XDP: to a published port, translated and redirected to the endpoint */
 	REASON_XDP_REV_NAT = 9,  /* XDP: a masquerade reply translated back and redirected */
 	REASON_XDP_PASS = 10,    /* XDP: not for the fast path, passed on to from_netdev (TC) */
 	REASON_HAIRPIN = 11,     /* container to a published port of its host: DNAT+SNAT, delivered */
 	REASON_HAIRPIN_REPLY = 12, /* the backend's hairpin reply translated back and delivered */
+	REASON_TTL_TO_STACK = 13, /* TTL <= 1 leaving a container: to the stack, which sends time exceeded */
 	DROP_BASE = 128,
 	DROP_INVALID_ETH = 129, /* Ethernet header truncated */
 	DROP_INVALID_IP = 130,  /* IPv4 header truncated, ihl < 5, or version != 4 */
@@ -32,7 +33,7 @@ enum pydp_reason {
 	DROP_NO_CT = 136,       /* to a NAT port of the uplink with no conntrack entry nor socket */
 	DROP_NAT_NO_EP = 137,   /* a published port leads to an address that is no local endpoint */
 	DROP_CT_CREATE = 138,   /* writing a conntrack/NAT entry failed */
-	DROP_TTL_EXCEEDED = 139, /* a packet pydp routes (NAT paths) arrived with TTL <= 1 */
+	DROP_TTL_EXCEEDED = 139, /* TTL <= 1 on a path pydp routes in from the uplink */
 	DROP_HAIRPIN_NO_SRC = 140, /* hairpin: no gateway address for the backend's network */
 };
 

@@ -9,8 +9,9 @@
 /* A hop of routing (every NAT path that redirects: SNAT out of the uplink, DNAT into a
  * container, reverse paths, hairpin): decrement the TTL, fixing the header checksum
  * incrementally (TTL is the high byte of the 16-bit word it shares with the protocol).
- * TTL <= 1 is -DROP_TTL_EXCEEDED: counted and dropped, no ICMP time exceeded is sent (a
- * translated packet would need its error translated back too; see the report). */
+ * TTL <= 1 is -DROP_TTL_EXCEEDED: counted and dropped. Packets leaving containers never get
+ * here with it (nat4_from_container hands them to the stack, which sends time exceeded);
+ * those routed in from the uplink do, and no ICMP error is generated for them. */
 static __always_inline int ip4_ttl_dec(struct iphdr *ip4)
 {
 	__be16 *word = (__be16 *)&ip4->ttl;

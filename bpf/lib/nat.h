@@ -110,6 +110,47 @@ static __always_inline void nat4_rewrite(struct pkt *p, int dst, __be32 addr, __
 		*csum = 0xffff;
 }
 
+/* TC: nat4_rewrite for an skb. A TCP/UDP checksum goes through the kernel's helper, which
+ * knows what the skb's checksum state makes of the field: a full checksum is updated
+ * (CHECKSUM_COMPLETE's skb->csum too, for the pseudo-header's address); the pseudo-header
+ * seed of a CHECKSUM_PARTIAL skb (a local stack's offloaded send, e.g. a container's) takes
+ * the address change only -- the device or skb_checksum_help completes it, ports included,
+ * when the packet leaves. The helper may move the packet, so p is parsed again. Returns 0
+ * or a negative DROP_*. */
+static __always_inline int nat4_rewrite_skb(struct __sk_buff *skb, struct pkt *p, int dst,
+					    __be32 addr, __be16 port)
+{
+	struct iphdr *ip4 = p->ip4;
+	__be32 *afield = dst ? &ip4->daddr : &ip4->saddr;
+	__be32 old_addr = *afield;
+	struct udphdr *uh = p->l4; /* TCP's ports sit at the same offsets */
+	__be16 *pfield = dst ? &uh->dest : &uh->source;
+	__be16 old_port = *pfield;
+	__u32 off, flags = 0;
+
+	if (p->l4_proto == IPPROTO_ICMP) {
+		nat4_rewrite(p, dst, addr, port); /* never offloaded; no pseudo-header */
+		return 0;
+	}
+	off = (__u32)((void *)p->l4 - (void *)(long)skb->data);
+	if (p->l4_proto == IPPROTO_TCP) {
+		off += offsetof(struct tcphdr, check);
+	} else {
+		off += offsetof(struct udphdr, check);
+		flags = BPF_F_MARK_MANGLED_0; /* 0 stays "no checksum"; a computed 0 is 0xffff */
+	}
+	csum_replace4(&ip4->check, old_addr, addr);
+	*afield = addr;
+	*pfield = port;
+	if (bpf_l4_csum_replace(skb, off, old_addr, addr, flags | BPF_F_PSEUDO_HDR | 4) ||
+	    bpf_l4_csum_replace(skb, off, old_port, port, flags | 2))
+		return -DROP_INVALID_L4;
+	__builtin_memset(p, 0, sizeof(*p));
+	if (parse_pkt((void *)(long)skb->data, (void *)(long)skb->data_end, p) || !p->l4)
+		return -DROP_INVALID_L4;
+	return 0;
+}
+
 /* The network of the local endpoint that sent p in on skb's interface; false when the
  * source is no local endpoint behind that interface (then it is not masqueraded). */
 static __always_inline int nat4_src_network(const struct __sk_buff *skb, __be32 saddr,
@@ -228,15 +269,19 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 
 /* from_container, a destination that is no local endpoint: translate the source of a
  * tracked connection (masquerade, or a published port's reply) or masquerade a new one,
- * then send it out of the uplink. Returns a TC verdict with *reason, or a negative DROP_*. */
+ * then send it out of the uplink. What the uplink cannot take (no route through it, over
+ * its MTU, TTL <= 1) goes to the stack untranslated and writes no entry. Returns a TC
+ * verdict with *reason, or a negative DROP_*. */
 static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt *p,
 					       __u32 *reason)
 {
 	const struct host_config *cfg = nat4_config();
+	struct bpf_fib_lookup fib = {};
 	struct nat_entry *e;
 	struct nat_key k;
 	__be32 addr;
 	__be16 port;
+	long lookup;
 	__u64 now;
 	int ret;
 
@@ -245,27 +290,41 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 		return TC_ACT_OK;
 	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
 		return TC_ACT_OK;
+	if (p->ip4->ttl <= 1) {
+		/* The host is this packet's first router: its stack forwards nothing with TTL
+		 * <= 1 and sends the ICMP time exceeded from the gateway (traceroute's first
+		 * hop), or delivers it when the host itself is the destination. */
+		*reason = REASON_TTL_TO_STACK;
+		return TC_ACT_OK;
+	}
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
 	if (e && (e->flags & NAT_F_HAIRPIN))
 		return nat4_hairpin(skb, p, &k, e, now, reason);
-	if (e) {
-		ct_advance(&k, e, p, now);
-		*reason = (e->flags & NAT_F_DNAT) ? REASON_REV_NAT : REASON_SNAT;
-		addr = e->addr;
-		port = e->port;
-	} else {
+	if (!e) {
 		ret = nat4_hairpin_new(skb, p, cfg, &k, now, reason);
 		if (ret != NAT_SKIP)
 			return ret;
+	}
+	addr = e ? e->addr : cfg->uplink_addr;
+	if (!fib4_via_uplink(skb, p, addr, cfg->uplink_ifindex, &fib, &lookup)) {
+		*reason = REASON_NAT_FIB_MISS;
+		return TC_ACT_OK;
+	}
+	if (e) {
+		ct_advance(&k, e, p, now);
+		*reason = (e->flags & NAT_F_DNAT) ? REASON_REV_NAT : REASON_SNAT;
+		port = e->port;
+	} else {
 		ret = nat4_snat_new(skb, p, cfg, &k, now, &port);
 		if (ret)
 			return ret == NAT_SKIP ? TC_ACT_OK : ret;
 		*reason = REASON_SNAT;
-		addr = cfg->uplink_addr;
 	}
-	nat4_rewrite(p, 0, addr, port);
-	return fib4_redirect_uplink(skb, p, cfg->uplink_ifindex, reason);
+	ret = nat4_rewrite_skb(skb, p, 0, addr, port);
+	if (ret)
+		return ret;
+	return fib4_redirect_uplink(p, &fib, lookup, cfg->uplink_ifindex);
 }
 
 /* The L3/L2 half of delivering a translated packet to a local endpoint as entry e says
@@ -479,14 +538,14 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 	if (e) {
 		ct_advance(&k, e, p, now);
 		*reason = (e->flags & NAT_F_DNAT) ? REASON_DNAT : REASON_REV_NAT;
-		nat4_rewrite(p, 1, e->addr, e->port);
-		return nat4_deliver(p, e);
+		ret = nat4_rewrite_skb(skb, p, 1, e->addr, e->port);
+		return ret ? ret : nat4_deliver(p, e);
 	}
 	ret = nat4_dnat_new(p, cfg, &k, now, &in);
 	if (!ret) {
 		*reason = REASON_DNAT;
-		nat4_rewrite(p, 1, in.addr, in.port);
-		return nat4_deliver(p, &in);
+		ret = nat4_rewrite_skb(skb, p, 1, in.addr, in.port);
+		return ret ? ret : nat4_deliver(p, &in);
 	}
 	if (ret != NAT_SKIP)
 		return ret;
@@ -548,6 +607,7 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 	__u32 cnet, range, start, i;
 	__be32 gw;
 	__be16 cand = k->sport;
+	int ret;
 
 	t = nat4_port_lookup(cfg, k);
 	if (!t || !nat4_src_network(skb, k->saddr, &cnet))
@@ -626,8 +686,9 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 		    bpf_map_update_elem(&pydp_nat, k, &k1, BPF_ANY))
 			return -DROP_CT_CREATE;
 		*reason = REASON_HAIRPIN;
-		nat4_rewrite(p, 1, k1.addr, k1.port);
-		nat4_rewrite(p, 0, gw, cand);
+		if ((ret = nat4_rewrite_skb(skb, p, 1, k1.addr, k1.port)) ||
+		    (ret = nat4_rewrite_skb(skb, p, 0, gw, cand)))
+			return ret;
 		return nat4_deliver(p, &k1);
 	}
 	return -DROP_NAT_NO_PORT;
@@ -645,6 +706,7 @@ static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
 	struct nat_entry *e2, *pe;
 	__u64 expires;
 	__u8 state;
+	int ret;
 
 	k2.saddr = k->saddr;
 	k2.daddr = e->addr;
@@ -681,8 +743,9 @@ static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
 		}
 	}
 	*reason = reply ? REASON_HAIRPIN_REPLY : REASON_HAIRPIN;
-	nat4_rewrite(p, 1, e->addr, e->port);
-	nat4_rewrite(p, 0, e2->addr, e2->port);
+	if ((ret = nat4_rewrite_skb(skb, p, 1, e->addr, e->port)) ||
+	    (ret = nat4_rewrite_skb(skb, p, 0, e2->addr, e2->port)))
+		return ret;
 	return nat4_deliver(p, e);
 }
 

@@ -283,6 +283,9 @@ class Reconciler:
         if removed:
             nat.purge(removed)
         if up is not None:
+            # as dockerd does: the host routes for its containers (what pydp does not
+            # redirect itself -- TTL <= 1, a destination off the uplink -- the stack forwards)
+            sysctl("net.ipv4.ip_forward", "1")
             nat.ensure_attached(up.ifindex)
             uplink_link = links.get(up.name)
             xdp = d.settings.xdp

@@ -18,7 +18,7 @@ from scapy.packet import Packet, Raw
 
 from pydp.maps import Endpoint, HostConfig, Iface, NatEntry, NatKey, SubnetInfo, monotonic_ns
 
-from .packets import TC_ACT_REDIRECT, TC_ACT_SHOT
+from .packets import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT
 from .test_nat import (
     BASE,
     CONT,
@@ -168,11 +168,17 @@ def test_hairpin_taken_port_moves_into_range(hp: Programs) -> None:
     )
 
 
-def test_hairpin_ttl_1_is_a_counted_drop(hp: Programs) -> None:
-    """TTL 1 on a routed (hairpin) path: DROP_TTL_EXCEEDED."""
-    before = hp.maps.metrics.counter("DROP_TTL_EXCEEDED").packets
-    assert hp.run("from_container", sent(tcp(40000, 8080), ttl=1))[0] == TC_ACT_SHOT
-    assert hp.maps.metrics.counter("DROP_TTL_EXCEEDED").packets == before + 1
+def test_hairpin_ttl_1_goes_to_the_stack_untouched(hp: Programs) -> None:
+    """TTL 1 leaving a container: the host's stack is its first router (it answers time
+    exceeded, or delivers to itself), so the packet goes to it unchanged, no entry written."""
+    frame = sent(tcp(40000, 8080), ttl=1)
+    before = hp.maps.metrics.counter("REASON_TTL_TO_STACK").packets
+    entries = len(hp.maps.nat)
+    verdict, out = hp.run("from_container", frame)
+    assert verdict == TC_ACT_OK
+    assert out == frame
+    assert hp.maps.metrics.counter("REASON_TTL_TO_STACK").packets == before + 1
+    assert len(hp.maps.nat) == entries
 
 
 def test_from_netdev_ttl_1_is_a_counted_drop(hp: Programs) -> None:

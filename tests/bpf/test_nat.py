@@ -1,8 +1,8 @@
 """NAT through BPF_PROG_TEST_RUN: masquerade, published ports, replies, ICMP errors, conntrack.
 
-The FIB step cannot redirect here (the uplink is lo, and no route to the test addresses
-leaves through it), so translated packets leaving a container come back as TC_ACT_OK with
-REASON_NAT_FIB_MISS: the table checks the rewrite, the namespace tests check the redirect.
+The programs run in a namespace of their own (conftest's routed_netns) whose uplink routes
+every outside address, so a translated packet leaving a container comes back whole as the
+redirect would send it: addresses, ports, checksums, TTL and MACs.
 """
 
 from __future__ import annotations
@@ -38,17 +38,19 @@ from pydp.maps import (
     monotonic_ns,
 )
 
+from pydp.net.netns import entered
+
+from .conftest import HOST, NEXT_HOP_MAC, UPLINK_IF, UPLINK_MAC
 from .packets import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, VERDICTS, decode, skb_ctx
 
-LO = 1  # test_run needs real devices: lo stands for the container's veth and the uplink
+LO = 1  # test_run needs real devices: lo stands for the container's veth
 TCP_P, UDP_P, ICMP_P = 6, 17, 1
 CONT, CONT_MAC, GW_MAC = "10.0.0.2", "02:00:00:00:00:02", "02:00:00:00:00:fe"
-HOST, UPLINK_MAC, NEXT_HOP_MAC = "192.0.2.1", "02:00:00:00:01:01", "02:00:00:00:01:02"
 REMOTE, CLIENT, ROUTER = "198.51.100.7", "203.0.113.5", "198.51.100.1"
 EP_IFINDEX = 42  # the endpoint's host-side veth (bpf_redirect_peer's target)
 NS = 1_000_000_000
 
-UPLINK = HostConfig(LO, IPAddress(HOST))
+UPLINK = HostConfig(UPLINK_IF, IPAddress(HOST))
 NETWORKS = {1: NetworkInfo(masquerade=True, gateway_mac=EUI(GW_MAC)), 2: NetworkInfo(True)}
 SUBNETS = {IPNetwork("10.0.0.0/24"): 1, IPNetwork("10.1.0.0/24"): 2}
 PORTS = {
@@ -65,6 +67,11 @@ def raw(p: Packet) -> bytes:
 def out_of(l4: Packet, src: str = CONT, dst: str = REMOTE) -> bytes:
     """A frame leaving the container for its gateway."""
     return raw(Ether(src=CONT_MAC, dst=GW_MAC) / IP(src=src, dst=dst) / l4)
+
+
+def leaving(l4: Packet, src: str = HOST, dst: str = REMOTE) -> bytes:
+    """A translated frame sent out of the uplink to its next hop (a routed hop)."""
+    return routed(raw(Ether(src=UPLINK_MAC, dst=NEXT_HOP_MAC) / IP(src=src, dst=dst) / l4))
 
 
 def into(l4: Packet, src: str = REMOTE, dst: str = HOST) -> bytes:
@@ -145,15 +152,18 @@ class Maps:
 class Programs:
     maps: Maps
     progs: dict[str, Program]
+    netns: str  # where test_run routes: conftest's routed_netns
 
     def run(self, name: str, packet: bytes) -> tuple[int, bytes]:
-        result = test_run(self.progs[name], packet, ctx=skb_ctx(LO))
+        with entered(self.netns):
+            result = test_run(self.progs[name], packet, ctx=skb_ctx(LO))
         return result.verdict, result.packet
 
 
 @pytest.fixture(scope="module")
-def nat_progs(bpffs: Path) -> Iterator[Programs]:
-    """Module scope, needs bpffs: endpoint.bpf.o and uplink.bpf.o loaded, sharing their pins."""
+def nat_progs(bpffs: Path, routed_netns: str) -> Iterator[Programs]:
+    """Module scope, needs bpffs and routed_netns: endpoint.bpf.o and uplink.bpf.o loaded,
+    sharing their pins."""
     with BpfObject("endpoint.bpf.o") as ep, BpfObject("uplink.bpf.o") as up:
         ep.load()
         up.load()
@@ -163,6 +173,7 @@ def nat_progs(bpffs: Path) -> Iterator[Programs]:
                 "from_container": ep.program("from_container"),
                 "from_netdev": up.program("from_netdev"),
             },
+            routed_netns,
         )
         yield progs
         progs.maps.reset()  # leave no uplink behind for other modules' tests
@@ -180,7 +191,7 @@ def tcp(sport: int, dport: int, flags: str = "S") -> TCP:
 
 
 SYN_OUT = out_of(tcp(40000, 80))
-SNAT_SYN = out_of(tcp(40000, 80), src=HOST)
+SNAT_SYN = leaving(tcp(40000, 80))
 SYNACK_IN = into(tcp(80, 40000, "SA"))
 UDP_Q = UDP(sport=40000, dport=53) / Raw(b"query")
 PING = ICMP(type=8, id=7, seq=1) / Raw(b"ping")
@@ -219,18 +230,18 @@ CASES = [
         "snat tcp: the source port is kept when free",
         "from_container",
         SYN_OUT,
-        TC_ACT_OK,
-        "REASON_NAT_FIB_MISS",
+        TC_ACT_REDIRECT,
+        "REASON_SNAT",
         SNAT_SYN,
     ),
     NatCase(
         "snat tcp: a taken source port moves into the range",
         "from_container",
         SYN_OUT,
-        TC_ACT_OK,
-        "REASON_NAT_FIB_MISS",
-        out_of(tcp(45000, 80), src=HOST),
-        config=HostConfig(LO, IPAddress(HOST), 45000, 45000),
+        TC_ACT_REDIRECT,
+        "REASON_SNAT",
+        leaving(tcp(45000, 80)),
+        config=HostConfig(UPLINK_IF, IPAddress(HOST), 45000, 45000),
         nat=taken(40000),
     ),
     NatCase(
@@ -239,32 +250,47 @@ CASES = [
         SYN_OUT,
         TC_ACT_SHOT,
         "DROP_NAT_NO_PORT",
-        config=HostConfig(LO, IPAddress(HOST), 45000, 45001),
+        config=HostConfig(UPLINK_IF, IPAddress(HOST), 45000, 45001),
         nat={**taken(40000), **taken(45000), **taken(45001)},
     ),
     NatCase(
         "snat udp",
         "from_container",
         out_of(UDP_Q),
-        TC_ACT_OK,
-        "REASON_NAT_FIB_MISS",
-        out_of(UDP_Q, src=HOST),
+        TC_ACT_REDIRECT,
+        "REASON_SNAT",
+        leaving(UDP_Q),
     ),
     NatCase(
         "snat udp with checksum 0 keeps 0",
         "from_container",
         out_of(UDP(sport=40000, dport=53, chksum=0) / Raw(b"q")),
-        TC_ACT_OK,
-        "REASON_NAT_FIB_MISS",
-        out_of(UDP(sport=40000, dport=53, chksum=0) / Raw(b"q"), src=HOST),
+        TC_ACT_REDIRECT,
+        "REASON_SNAT",
+        leaving(UDP(sport=40000, dport=53, chksum=0) / Raw(b"q")),
     ),
     NatCase(
         "snat icmp echo keeps its identifier",
         "from_container",
         out_of(PING),
+        TC_ACT_REDIRECT,
+        "REASON_SNAT",
+        leaving(PING),
+    ),
+    NatCase(
+        "no route through the uplink: to the stack untranslated, no entry written",
+        "from_container",
+        SYN_OUT,
         TC_ACT_OK,
         "REASON_NAT_FIB_MISS",
-        out_of(PING, src=HOST),
+        config=HostConfig(LO, IPAddress(HOST)),
+    ),
+    NatCase(
+        "ttl 1: to the stack untranslated (it answers time exceeded), no entry written",
+        "from_container",
+        raw(Ether(src=CONT_MAC, dst=GW_MAC) / IP(src=CONT, dst=REMOTE, ttl=1) / tcp(40000, 80)),
+        TC_ACT_OK,
+        "REASON_TTL_TO_STACK",
     ),
     NatCase(
         "masquerade disabled on the network: untouched",
@@ -315,7 +341,7 @@ CASES = [
         TC_ACT_REDIRECT,
         "REASON_REV_NAT",
         delivered(tcp(80, 40000, "SA")),
-        config=HostConfig(LO, IPAddress(HOST), 45000, 45000),
+        config=HostConfig(UPLINK_IF, IPAddress(HOST), 45000, 45000),
         nat=taken(40000),
         before=[("from_container", SYN_OUT)],
     ),
@@ -375,18 +401,18 @@ CASES = [
         "reverse dnat: the container's reply leaves from the published port",
         "from_container",
         out_of(tcp(80, 50000, "SA"), dst=CLIENT),
-        TC_ACT_OK,
-        "REASON_NAT_FIB_MISS",
-        out_of(tcp(8080, 50000, "SA"), src=HOST, dst=CLIENT),
+        TC_ACT_REDIRECT,
+        "REASON_REV_NAT",
+        leaving(tcp(8080, 50000, "SA"), dst=CLIENT),
         before=[("from_netdev", into(tcp(50000, 8080), src=CLIENT))],
     ),
     NatCase(
         "reverse dnat of udp",
         "from_container",
         out_of(UDP(sport=53, dport=50000) / Raw(b"a"), dst=CLIENT),
-        TC_ACT_OK,
-        "REASON_NAT_FIB_MISS",
-        out_of(UDP(sport=5353, dport=50000) / Raw(b"a"), src=HOST, dst=CLIENT),
+        TC_ACT_REDIRECT,
+        "REASON_REV_NAT",
+        leaving(UDP(sport=5353, dport=50000) / Raw(b"a"), dst=CLIENT),
         before=[("from_netdev", into(UDP(sport=50000, dport=5353) / Raw(b"q"), src=CLIENT))],
     ),
     NatCase(
@@ -419,7 +445,7 @@ CASES = [
                 )
             )
         ),
-        config=HostConfig(LO, IPAddress(HOST), 45000, 45000),
+        config=HostConfig(UPLINK_IF, IPAddress(HOST), 45000, 45000),
         nat=taken(40000),
         before=[("from_container", SYN_OUT)],
     ),
@@ -494,12 +520,15 @@ def check(
 @pytest.mark.parametrize("case", CASES, ids=[c.desc for c in CASES])
 def test_nat_table(nat: Programs, case: NatCase) -> None:
     """Each row's packet gets its verdict, its exact output bytes (checksums included) and one
-    count of its reason."""
+    count of its reason; one that leaves untouched writes no conntrack entry."""
     nat.maps.reset(case)
     for name, pkt in case.before:
         verdict, _ = nat.run(name, pkt)
         assert verdict in (TC_ACT_OK, TC_ACT_REDIRECT), f"{case.desc}: set-up packet refused"
+    table = dict(nat.maps.nat.items())
     check(nat, case.desc, case.program, case.packet, case.verdict, case.reason, case.expect)
+    if case.expect is None:
+        assert dict(nat.maps.nat.items()) == table, f"{case.desc}: conntrack changed"
 
 
 def entries(nat: Programs) -> tuple[NatEntry, NatEntry]:
@@ -524,7 +553,7 @@ def test_nat_tcp_lifecycle(nat: Programs) -> None:
     """SYN, SYN-ACK, ACK establish both entries; FIN then RST close them (10 s); once expired,
     a reply is DROP_NO_CT and a new SYN from the container maps the connection again."""
     nat.maps.reset(BASE)
-    assert nat.run("from_container", SYN_OUT)[0] == TC_ACT_OK
+    assert nat.run("from_container", SYN_OUT)[0] == TC_ACT_REDIRECT
     assert nat.run("from_netdev", SYNACK_IN)[0] == TC_ACT_REDIRECT
     assert {e.state_name for e in entries(nat)} == {"CT_SYN"}
     nat.run("from_container", out_of(tcp(40000, 80, "A")))
@@ -560,7 +589,7 @@ def test_nat_tcp_lifecycle(nat: Programs) -> None:
     check(
         nat, "late reply", "from_netdev", into(tcp(80, 40000, "A")), TC_ACT_SHOT, "DROP_NO_CT", None
     )
-    check(nat, "new syn", "from_container", SYN_OUT, TC_ACT_OK, "REASON_NAT_FIB_MISS", SNAT_SYN)
+    check(nat, "new syn", "from_container", SYN_OUT, TC_ACT_REDIRECT, "REASON_SNAT", SNAT_SYN)
     assert entries(nat)[0].state_name == "CT_SYN"
 
 

@@ -21,6 +21,7 @@ from scapy.packet import Packet, Raw
 
 from pydp.loader import BpfObject, Program, test_run
 from pydp.maps import HostConfig, NatKey
+from pydp.net.netns import entered
 
 from .packets import TC_ACT_OK, TC_ACT_REDIRECT, decode, skb_ctx
 from .test_nat import (
@@ -44,6 +45,7 @@ from .test_nat import (
     delivered,
     icmp_error,
     into,
+    leaving,
     out_of,
     quote,
     raw,
@@ -59,16 +61,19 @@ XDP_VERDICTS = {XDP_DROP: "XDP_DROP", XDP_PASS: "XDP_PASS", XDP_REDIRECT: "XDP_R
 class Progs:
     maps: Maps
     progs: dict[str, Program]
+    netns: str  # where test_run routes: conftest's routed_netns
 
     def run(self, name: str, packet: bytes, repeat: int = 1) -> tuple[int, bytes, int]:
         ctx = None if name == "xdp_uplink" else skb_ctx(LO)
-        r = test_run(self.progs[name], packet, repeat=repeat, ctx=ctx)
+        with entered(self.netns):
+            r = test_run(self.progs[name], packet, repeat=repeat, ctx=ctx)
         return r.verdict, r.packet, r.duration_ns
 
 
 @pytest.fixture(scope="module")
-def xdp_progs(bpffs: Path) -> Iterator[Progs]:
-    """Module scope, needs bpffs: endpoint, uplink and xdp_uplink objects sharing pins."""
+def xdp_progs(bpffs: Path, routed_netns: str) -> Iterator[Progs]:
+    """Module scope, needs bpffs and routed_netns: endpoint, uplink and xdp_uplink objects
+    sharing pins."""
     with (
         BpfObject("endpoint.bpf.o") as ep,
         BpfObject("uplink.bpf.o") as up,
@@ -83,6 +88,7 @@ def xdp_progs(bpffs: Path) -> Iterator[Progs]:
                 "from_netdev": up.program("from_netdev"),
                 "xdp_uplink": xdp.program("xdp_uplink"),
             },
+            routed_netns,
         )
         yield progs
         progs.maps.reset()
@@ -305,9 +311,9 @@ def test_xdp_dnat_entries_serve_tc_reply(xdp: Progs) -> None:
         "reply",
         "from_container",
         out_of(tcp(80, 50000, "SA"), dst=CLIENT),
-        TC_ACT_OK,
-        "REASON_NAT_FIB_MISS",
-        out_of(tcp(8080, 50000, "SA"), src=HOST, dst=CLIENT),
+        TC_ACT_REDIRECT,
+        "REASON_REV_NAT",
+        leaving(tcp(8080, 50000, "SA"), dst=CLIENT),
     )
     xdp.run("xdp_uplink", into(tcp(50000, 8080, "A"), src=CLIENT))
     rev = xdp.maps.nat[NatKey(IPAddress(CONT), IPAddress(CLIENT), 80, 50000, TCP_P)]

@@ -61,6 +61,36 @@ def test_masquerade_bulk_download(world: World) -> None:
     assert "receiver" in r.stdout
 
 
+def test_masquerade_checksums_completed_by_the_uplink(world: World) -> None:
+    """A container's TCP leaves with checksum offload (CHECKSUM_PARTIAL: the field holds the
+    pseudo-header seed). With the uplink's TX checksumming off, the kernel completes the
+    checksum from the translated seed as the packet leaves; the outside host verifies it, so
+    the echo and a 5 MB upload (GSO segments) arrive only if SNAT updated the seed right."""
+    world.node.host.run(["ethtool", "-K", "eth0", "tx", "off"])
+    server = world.outside.popen(ECHO_PEER)
+    server.wait_port(8000)
+    r = world.node("run", "--rm", "--", "socat", "-T2", "-", f"TCP:{OUTSIDE}:8000")
+    assert r.stdout.strip() == UPLINK
+    iperf = world.outside.popen(["iperf3", "-s", "-1", "-B", OUTSIDE])
+    iperf.wait_port(5201)
+    r = world.node("run", "--rm", "--", "iperf3", "-c", OUTSIDE, "-n", "5M", timeout=60)
+    assert "receiver" in r.stdout
+    errors = world.outside.run(["nstat", "-az", "TcpInCsumErrors", "UdpInCsumErrors"])
+    assert [line.split()[1] for line in errors.stdout.splitlines()[1:]] == ["0", "0"]
+
+
+def test_ttl_1_from_a_container_gets_time_exceeded(world: World) -> None:
+    """The host is a container's first router: TTL 1 toward the outside is answered with an
+    ICMP time exceeded from the gateway (traceroute's first hop), not dropped in silence."""
+    before = world.metric("REASON_TTL_TO_STACK")
+    r = world.node("run", "--rm", "--", "ping", "-n", "-c1", "-t1", "-W2", OUTSIDE, check=False)
+    assert r.returncode == 1
+    assert "Time to live exceeded" in r.stdout
+    gateway = world.node.json("network", "inspect", "bridge")[0]["IPAM"]["Config"][0]["Gateway"]
+    assert f"From {gateway} " in r.stdout
+    assert world.metric("REASON_TTL_TO_STACK") > before
+
+
 def test_masquerade_off_per_network(world: World) -> None:
     """enable_ip_masquerade=false: the packet leaves unmasqueraded, so the outside host (which
     has no route back) never answers."""
