@@ -37,7 +37,6 @@ from pydp.maps import (
     SubnetMap,
     monotonic_ns,
 )
-
 from pydp.net.netns import entered
 
 from .conftest import HOST, NEXT_HOP_MAC, UPLINK_IF, UPLINK_MAC
