@@ -75,12 +75,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pydp_nat SEC(".maps");
 
-/* Written by the agent (one entry per published host port); read by from_netdev. */
+/* Written by the agent (one entry per published host port); read by from_netdev. Not
+ * preallocated: memory follows what is published (64 B an entry, 64 KB for a 1,000-port
+ * range) instead of 5 MB for the 65,536 slots from the start; only the agent inserts. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct port_key);
 	__type(value, struct port_target);
 	__uint(max_entries, PYDP_PORTS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pydp_ports SEC(".maps");
 

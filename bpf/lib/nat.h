@@ -174,14 +174,37 @@ static __always_inline int nat4_src_network(const struct __sk_buff *skb, __be32 
 	return 1;
 }
 
+/* Whether a host socket owns k's destination (k as seen on ingress: the socket's remote
+ * is k's source). TCP listeners, request and time-wait sockets count. */
+static __always_inline int nat4_host_socket(struct __sk_buff *skb, const struct nat_key *k)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	t.ipv4.saddr = k->saddr;
+	t.ipv4.daddr = k->daddr;
+	t.ipv4.sport = k->sport;
+	t.ipv4.dport = k->dport;
+	if (k->proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 /* A new masqueraded connection for p (tuple k, egress): keep the source port when the
  * reply tuple is free, else try ports of the configured range from a start derived from
  * the tuple. Writes the ingress entry (reply -> original, with the L2 to deliver it) and
  * the egress entry (original -> translated). Returns 0 with *port set, NAT_SKIP when p is
  * not to be masqueraded, or a negative DROP_*.
+ * The default range is Linux's own ephemeral range, so a candidate a host socket holds
+ * toward the same peer is skipped (one socket lookup per new connection, not per packet).
  * Two CPUs racing for one port may both win it (BPF_ANY): the later entry replaces the
  * earlier and one connection's replies are lost, as with an LRU eviction. */
-static __always_inline int nat4_snat_new(const struct __sk_buff *skb, const struct pkt *p,
+static __always_inline int nat4_snat_new(struct __sk_buff *skb, const struct pkt *p,
 					 const struct host_config *cfg, const struct nat_key *k,
 					 __u64 now, __be16 *port)
 {
@@ -226,6 +249,8 @@ static __always_inline int nat4_snat_new(const struct __sk_buff *skb, const stru
 		old = bpf_map_lookup_elem(&pydp_nat, &rk);
 		if (old && old->expires >= now && (old->addr != k->saddr || old->port != k->sport))
 			continue; /* taken by another live connection */
+		if (k->proto != IPPROTO_ICMP && nat4_host_socket(skb, &rk))
+			continue; /* the host's own connection from this port to the same peer */
 		if (bpf_map_update_elem(&pydp_nat, &rk, &rv, BPF_ANY))
 			return -DROP_CT_CREATE;
 		fv = rv;
@@ -403,27 +428,6 @@ static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_
 	if (bpf_map_update_elem(&pydp_nat, k, in, BPF_ANY))
 		return -DROP_CT_CREATE;
 	return 0;
-}
-
-/* Whether a host socket owns k's destination (k as seen on ingress: the socket's remote
- * is k's source). TCP listeners, request and time-wait sockets count. */
-static __always_inline int nat4_host_socket(struct __sk_buff *skb, const struct nat_key *k)
-{
-	struct bpf_sock_tuple t = {};
-	struct bpf_sock *sk;
-
-	t.ipv4.saddr = k->saddr;
-	t.ipv4.daddr = k->daddr;
-	t.ipv4.sport = k->sport;
-	t.ipv4.dport = k->dport;
-	if (k->proto == IPPROTO_TCP)
-		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	else
-		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	if (!sk)
-		return 0;
-	bpf_sk_release(sk);
-	return 1;
 }
 
 /* An ICMP error (destination unreachable, time exceeded) whose quote is a packet we

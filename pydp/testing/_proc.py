@@ -140,6 +140,17 @@ class Background:
                 )
             time.sleep(0.05)
 
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit on its own and return its status; raises
+        `TopologyError` (leaving it running, for `stop`) after ``timeout`` seconds."""
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TopologyError(
+                f"wait for {shlex.join(self.cmd)} in {self.netns}: still running after "
+                f"{timeout}s: {self.output().strip()}"
+            ) from None
+
     def stop(self, timeout: float = _STOP_GRACE) -> int:
         """Stop the process group (SIGTERM, then SIGKILL) and return the exit status."""
         if self._proc.returncode is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,43 @@ def test_masquerade_checksums_completed_by_the_uplink(world: World) -> None:
     assert "receiver" in r.stdout
     errors = world.outside.run(["nstat", "-az", "TcpInCsumErrors", "UdpInCsumErrors"])
     assert [line.split()[1] for line in errors.stdout.splitlines()[1:]] == ["0", "0"]
+
+
+HOLD_PORT = """
+import pathlib, socket, sys, time
+out, up, go = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+s = socket.create_connection((out, 8000), timeout=20, source_address=(up, 40000))
+f = s.makefile("rw")
+print(f.readline().strip(), flush=True)
+deadline = time.monotonic() + 20
+while not go.exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+f.write("still-here\\n")
+f.flush()
+print(f.readline().strip(), flush=True)
+"""
+
+
+def test_masquerade_skips_a_port_the_host_holds(world: World, tmp_path: Path) -> None:
+    """The NAT range is the host's own ephemeral range: a container's connection from port
+    40000 to a peer the host is connected to from UPLINK:40000 takes another port of the
+    range, and the host's connection keeps working."""
+    server = world.outside.popen(
+        ["socat", "TCP-LISTEN:8000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERPORT; cat"]
+    )
+    server.wait_port(8000)
+    go = tmp_path / "go"
+    holder = world.node.host.popen([sys.executable, "-c", HOLD_PORT, OUTSIDE, UPLINK, str(go)])
+    deadline = time.monotonic() + 10
+    while "40000" not in holder.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r = world.node("run", "--rm", "--", "socat", "-T2", "-", f"TCP:{OUTSIDE}:8000,sourceport=40000")
+    port = int(r.stdout.split()[0])
+    lo, hi = (int(p) for p in world.node("system", "config").stdout.split()[1].split("-"))
+    assert port != 40000 and lo <= port <= hi
+    go.touch()
+    assert holder.wait(timeout=10) == 0
+    assert holder.output().split() == ["40000", "still-here"]
 
 
 def test_ttl_1_from_a_container_gets_time_exceeded(world: World) -> None:
