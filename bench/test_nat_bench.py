@@ -30,9 +30,11 @@ the paths alternated round by round, medians of RR_ROUNDS / IPERF_ROUNDS:
   MASQUERADE (``iptables``'s container): rr and crr from the container to a
   server on the outside host, and an iperf3 download (``-R``) as is and
   segmented;
-- per packet (``BPF_PROG_TEST_RUN``), the SNAT and DNAT paths (established, and
-  their reverse), each beside from_container's same-host redirect measured in
-  the same rounds, with the packets and maps of tests/bpf/test_nat.py;
+- per packet (``BPF_PROG_TEST_RUN``), the SNAT and DNAT paths of established
+  connections (and their reverse), each beside from_container's same-host redirect
+  measured in the same rounds, with the packets and maps of tests/bpf/test_nat.py, run
+  in its routed namespace (tests/bpf/conftest.py) so translated packets leave through
+  the uplink; every run must count its path's reason (see "Per packet" below);
 - on a host of their own (``natfigures``, 10.99.0.6, XDP on), with no traffic:
   the memory of publishing a range of 1,000 ports (pydp_ports entries times the hash
   map's element size, and the preallocated map whole as a ceiling; no process added)
@@ -46,7 +48,7 @@ Nothing asserts a threshold: the asserts check correctness (every transfer
 completed; REASON_DNAT (with REASON_XDP_DNAT, which must grow on ``pydp_xdp``) grew
 by a packet a transaction during every published pydp run, REASON_SNAT likewise
 during egress; iptables' DNAT rule matched;
-offload really was off; the translated test_run packets were rewritten).
+offload really was off; every test_run run counted the reason of the path it measures).
 """
 
 from __future__ import annotations
@@ -63,17 +65,17 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from netaddr import EUI, IPAddress
 
-from bench._packets import udp4_frame
+from bench._packets import ip4_checksum, udp4_frame
 from bench._results import Results, load_rows, median
 from bench.test_bridge_bench import (
     APT_PACKAGES,
@@ -105,6 +107,7 @@ from pydp.maps import (
     monotonic_ns,
     reason_name,
 )
+from pydp.net.netns import entered
 from pydp.testing import Host, Topology
 from pydp.testing._proc import exec_argv, kill_netns_pids
 from pydp.testing._proc import run as run_cmd
@@ -244,6 +247,12 @@ def _from_tests(module: str) -> ModuleType:
     if str(REPO) not in sys.path:
         sys.path.append(str(REPO))
     return importlib.import_module(module)
+
+
+# The packet tables' namespace (session scope, needs root): an uplink (ifindex 7, 192.0.2.1/24)
+# with a default route via a permanent neighbour, so test_run inside it routes SNAT and replies
+# out of the uplink as tests/bpf does (outside it, every SNAT is a FIB miss).
+routed_netns = _from_tests("tests.bpf.conftest").routed_netns
 
 
 def _grown(before: dict[str, int], after: dict[str, int], reason: str) -> int:
@@ -633,33 +642,171 @@ def test_egress_masquerade(results: Results, world: World) -> None:
     )
 
 
-# per-packet rows of tests/bpf/test_nat.py's PERF table -> metric names
-PACKET_METRICS = {
-    "same-host redirect (baseline)": "from_container_redirect_ns",
-    "snat, established": "snat_established_ns",
-    "reverse snat": "snat_reply_ns",
-    "dnat, established": "dnat_established_ns",
-    "reverse dnat": "dnat_reply_ns",
-}
+# Per packet. test_run with repeat runs the program again and again on one buffer, each run on
+# the packet as the last left it: translated, TTL one lower. So each path gets an entry for its
+# translated tuple that maps it onto itself (a copy of the connection's entry under the output's
+# key: the next run finds it and takes the same established path: lookup, route, rewrite, TTL,
+# MACs, redirect), its packet TTL PACKET_TTL and at most PACKET_REPEAT runs a call (TTL <= 1
+# takes another path); every run must count the path's reason, exactly.
 PACKET_BASELINE = "from_container_redirect_ns"
-PerfRow = tuple[str, str, bytes, Sequence[tuple[str, bytes]]]
+PACKET_TTL = 255
+PACKET_REPEAT = PACKET_TTL - 5  # runs a test_run call: the TTL stays > 1 to the last
+PACKET_CALLS = 800  # calls a sample (~200,000 runs); a sample is their median
+TC_ACT_REDIRECT = 7
+IPPROTO_TCP = 6
 
 
-def _packet_metric(desc: str) -> str:
-    return PACKET_METRICS.get(desc) or re.sub(r"[^a-z0-9]+", "_", desc.lower()).strip("_") + "_ns"
+@dataclass(frozen=True)
+class PacketPath:
+    """One per-packet figure: the packet, the program and verdict, the reason every run counts,
+    and the tuple it leaves with ((src, sport, dst, dport); None: not translated)."""
+
+    metric: str
+    program: str  # from_container (at the container's veth: lo) or from_netdev (the uplink)
+    packet: bytes
+    verdict: int
+    reason: str
+    translated: tuple[str, int, str, int] | None
 
 
-def test_nat_per_packet(results: Results, bpffs_root: Path) -> None:
-    """ns per packet of the SNAT and DNAT paths (and their replies) from BPF_PROG_TEST_RUN,
-    each beside from_container's same-host redirect in the same rounds."""
-    packets, table = _from_tests("tests.bpf.packets"), _from_tests("tests.bpf.test_nat")
-    TC_ACT_OK, TC_ACT_REDIRECT, skb_ctx = (
-        packets.TC_ACT_OK,
-        packets.TC_ACT_REDIRECT,
-        packets.skb_ctx,
+def _with_ttl(frame: bytes, ttl: int) -> bytes:
+    """An Ethernet/IPv4 frame with another TTL, its IP checksum computed anew."""
+    ihl = (frame[14] & 0x0F) * 4
+    header = bytearray(frame[14 : 14 + ihl])
+    header[8], header[10:12] = ttl, b"\x00\x00"
+    header[10:12] = struct.pack("!H", ip4_checksum(bytes(header)))
+    return frame[:14] + bytes(header) + frame[14 + ihl :]
+
+
+def _tuple(frame: bytes) -> tuple[IPAddress, int, IPAddress, int]:
+    """(source, source port, destination, destination port) of an Ethernet/IPv4/TCP frame."""
+    l4 = 14 + (frame[14] & 0x0F) * 4
+    sport, dport = struct.unpack("!HH", frame[l4 : l4 + 4])
+    saddr, daddr = (IPAddress(int.from_bytes(frame[o : o + 4], "big")) for o in (26, 30))
+    return saddr, sport, daddr, dport
+
+
+def _nat_key(frame: bytes, program: str) -> NatKey:
+    saddr, sport, daddr, dport = _tuple(frame)
+    return NatKey(saddr, daddr, sport, dport, IPPROTO_TCP, ingress=program == "from_netdev")
+
+
+def _packet_paths(t: ModuleType) -> tuple[list[tuple[str, bytes]], list[PacketPath]]:
+    """The handshakes that establish a masqueraded and a published TCP connection, and the
+    paths measured on them, with tests/bpf/test_nat.py's packets and addresses."""
+    tcp, out_of, into, cont, remote, client, host = (
+        t.tcp,
+        t.out_of,
+        t.into,
+        t.CONT,
+        t.REMOTE,
+        t.CLIENT,
+        t.HOST,
     )
-    BASE, LO, PERF, Maps = table.BASE, table.LO, table.PERF, table.Maps
+    handshakes = [
+        ("from_container", out_of(tcp(40000, 80))),  # masquerade: SYN out,
+        ("from_netdev", into(tcp(80, 40000, "SA"))),  # SYN-ACK in,
+        ("from_container", out_of(tcp(40000, 80, "A"))),  # ACK out: established
+        ("from_netdev", into(tcp(50000, 8080), src=client)),  # published port: SYN in,
+        ("from_container", out_of(tcp(80, 50000, "SA"), dst=client)),  # SYN-ACK out,
+        ("from_netdev", into(tcp(50000, 8080, "A"), src=client)),  # ACK in: established
+    ]
+    redirect, ttl = TC_ACT_REDIRECT, PACKET_TTL
+    paths = [
+        PacketPath(
+            PACKET_BASELINE,  # same-host redirect: the destination MAC rewritten, no TTL
+            "from_container",
+            _with_ttl(out_of(tcp(40000, 80), dst=cont), ttl),
+            redirect,
+            "REASON_REDIRECT",
+            None,
+        ),
+        PacketPath(
+            "snat_established_ns",
+            "from_container",
+            _with_ttl(out_of(tcp(40000, 80, "A")), ttl),
+            redirect,
+            "REASON_SNAT",
+            (host, 40000, remote, 80),
+        ),
+        PacketPath(
+            "snat_reply_ns",
+            "from_netdev",
+            _with_ttl(into(tcp(80, 40000, "A")), ttl),
+            redirect,
+            "REASON_REV_NAT",
+            (remote, 80, cont, 40000),
+        ),
+        PacketPath(
+            "dnat_established_ns",
+            "from_netdev",
+            _with_ttl(into(tcp(50000, 8080, "A"), src=client), ttl),
+            redirect,
+            "REASON_DNAT",
+            (client, 50000, cont, 80),
+        ),
+        PacketPath(
+            "dnat_reply_ns",
+            "from_container",
+            _with_ttl(out_of(tcp(80, 50000, "A"), dst=client), ttl),
+            redirect,
+            "REASON_REV_NAT",
+            (host, 8080, client, 50000),
+        ),
+    ]
+    return handshakes, paths
 
+
+def _counted_runs(
+    prog: Program,
+    packet: bytes,
+    ctx: bytes,
+    calls: int,
+    repeat: int,
+    counted: Callable[[], int],
+    what: str,
+) -> list[int]:
+    """The kernel's ns per run of ``calls`` test_run calls of ``repeat`` runs each, asserting
+    that ``counted`` (the path's reason counter) grew by exactly one a run: a figure can never
+    silently measure another path."""
+    before = counted()
+    durations = [test_run(prog, packet, repeat, ctx=ctx).duration_ns for _ in range(calls)]
+    grown = counted() - before
+    assert grown == calls * repeat, f"{what}: its reason grew by {grown} in {calls * repeat} runs"
+    return durations
+
+
+def _reason_count(maps: Any, reason: str) -> Callable[[], int]:
+    """The packets ``reason`` has counted so far, read from the NAT maps' pydp_metrics."""
+    return lambda: int(maps.metrics.counter(reason).packets)
+
+
+def _prime_path(maps: Any, prog: Program, path: PacketPath, ctx: bytes) -> None:
+    """Run ``path``'s packet once: its verdict, one count of its reason, the tuple it leaves
+    with; then copy its connection's entry (CT_ESTABLISHED) under that tuple, so the runs
+    after the first (on their own output) take the same path."""
+    before = maps.metrics.counter(path.reason).packets
+    r = test_run(prog, path.packet, ctx=ctx)
+    assert r.verdict == path.verdict, f"{path.metric}: verdict {r.verdict}"
+    grown = maps.metrics.counter(path.reason).packets - before
+    assert grown == 1, f"{path.metric}: {path.reason} grew by {grown}"
+    if path.translated is None:
+        return
+    src, sport, dst, dport = path.translated
+    left = _tuple(r.packet)
+    assert left == (IPAddress(src), sport, IPAddress(dst), dport), f"{path.metric}: left as {left}"
+    assert r.packet[22] == PACKET_TTL - 1, f"{path.metric}: TTL {r.packet[22]}, not routed"
+    entry = maps.nat[_nat_key(path.packet, path.program)]
+    assert entry.state_name == "CT_ESTABLISHED", f"{path.metric}: {entry}"
+    maps.nat[_nat_key(r.packet, path.program)] = entry
+
+
+def test_nat_per_packet(results: Results, bpffs_root: Path, routed_netns: str) -> None:
+    """ns per packet of the SNAT and DNAT paths of established connections (and their replies)
+    from BPF_PROG_TEST_RUN, each beside from_container's same-host redirect in the same rounds;
+    every run counted its path's reason."""
+    packets, table = _from_tests("tests.bpf.packets"), _from_tests("tests.bpf.test_nat")
+    handshakes, paths = _packet_paths(table)
     root = bpffs_root / "nat-packets"
     with (
         BpfObject("endpoint.bpf.o", pin_root=root) as ep,
@@ -667,37 +814,37 @@ def test_nat_per_packet(results: Results, bpffs_root: Path) -> None:
     ):
         ep.load()
         up.load()
-        maps = Maps(up)
+        maps = table.Maps(up)
         progs = {
             "from_container": ep.program("from_container"),
             "from_netdev": up.program("from_netdev"),
         }
-        ctx = skb_ctx(LO)
+        ctx = packets.skb_ctx(table.LO)
+        samples: dict[str, list[float]] = {p.metric: [] for p in paths}
         try:
-
-            def sample(row: PerfRow, repeat: int) -> tuple[int, int, bytes]:
-                _desc, name, packet, setup = row
-                maps.reset(BASE)
-                for prog, pkt in setup:
-                    test_run(progs[prog], pkt, ctx=ctx)
-                r = test_run(progs[name], packet, repeat=repeat, ctx=ctx)
-                return r.verdict, int(r.duration_ns), r.packet
-
-            for row in PERF:  # correctness once: each path translates (or redirects)
-                verdict, _, out = sample(row, 1)
-                assert verdict in (TC_ACT_OK, TC_ACT_REDIRECT), f"{row[0]}: verdict {verdict}"
-                if _packet_metric(row[0]) != PACKET_BASELINE:
-                    assert out[14:] != row[2][14:], f"{row[0]}: the packet was not translated"
-            samples: dict[str, list[int]] = {}
-            for rnd in range(PACKET_ROUNDS + 1):  # round 0 warms up and is dropped
-                for row in PERF:
-                    ns = sample(row, PACKET_REPEAT)[1]
-                    if rnd:
-                        samples.setdefault(_packet_metric(row[0]), []).append(ns)
+            maps.reset(table.BASE)
+            with entered(routed_netns):  # the uplink's route: SNAT and replies leave through it
+                for name, pkt in handshakes:
+                    verdict = test_run(progs[name], pkt, ctx=ctx).verdict
+                    assert verdict == TC_ACT_REDIRECT, f"handshake: {name} verdict {verdict}"
+                for path in paths:
+                    _prime_path(maps, progs[path.program], path, ctx)
+                for rnd in range(PACKET_ROUNDS + 1):  # round 0 warms up and is dropped
+                    for path in paths:
+                        ns = _counted_runs(
+                            progs[path.program],
+                            path.packet,
+                            ctx,
+                            PACKET_CALLS,
+                            PACKET_REPEAT,
+                            _reason_count(maps, path.reason),
+                            path.metric,
+                        )
+                        if rnd:
+                            samples[path.metric].append(median(ns))
         finally:
             maps.reset()
     m = {k: median(v) for k, v in samples.items()}
-    assert PACKET_BASELINE in m, "tests/bpf/test_nat.py's PERF lost its same-host baseline"
     for metric, value in m.items():
         if metric != PACKET_BASELINE:
             results.add(metric, value, "ns", PACKET_BASELINE, m[PACKET_BASELINE])
@@ -1124,14 +1271,15 @@ def _established_ns(fp: FastPath, prog: Program, ctx: bytes, reason: str) -> flo
     of TEST_RUN_REPEAT: the kernel runs the repeats on one buffer, each on the packet as
     the last left it (translated, TTL one lower), so a call stops before the TTL runs out;
     every run must count ``reason`` (the copied entry translates the translated frame)."""
-    before = fp.counters()
-    durations = [
-        test_run(prog, fp.frame, TEST_RUN_REPEAT, ctx=ctx).duration_ns
-        for _ in range(TEST_RUN_CALLS)
-    ]
-    grown = _grown(before, fp.counters(), reason)
-    runs = TEST_RUN_REPEAT * TEST_RUN_CALLS
-    assert grown == runs, f"{prog.name}: {reason} grew by {grown} in {runs} runs"
+    durations = _counted_runs(
+        prog,
+        fp.frame,
+        ctx,
+        TEST_RUN_CALLS,
+        TEST_RUN_REPEAT,
+        lambda: fp.counters().get(reason, 0),
+        f"{prog.name} {reason}",
+    )
     return float(sum(durations)) / len(durations)
 
 

@@ -253,6 +253,15 @@ CASES = [
         nat={**taken(40000), **taken(45000), **taken(45001)},
     ),
     NatCase(
+        "snat tcp of a tracked connection: its ack takes the entry",
+        "from_container",
+        out_of(tcp(40000, 80, "A")),
+        TC_ACT_REDIRECT,
+        "REASON_SNAT",
+        leaving(tcp(40000, 80, "A")),
+        before=[("from_container", SYN_OUT)],
+    ),
+    NatCase(
         "snat udp",
         "from_container",
         out_of(UDP_Q),
@@ -345,6 +354,15 @@ CASES = [
         before=[("from_container", SYN_OUT)],
     ),
     NatCase(
+        "reverse snat of an ack after the syn",
+        "from_netdev",
+        into(tcp(80, 40000, "A")),
+        TC_ACT_REDIRECT,
+        "REASON_REV_NAT",
+        delivered(tcp(80, 40000, "A")),
+        before=[("from_container", SYN_OUT)],
+    ),
+    NatCase(
         "a reply to a nat port with no entry is dropped",
         "from_netdev",
         SYNACK_IN,
@@ -372,6 +390,15 @@ CASES = [
         TC_ACT_REDIRECT,
         "REASON_DNAT",
         delivered(tcp(50000, 80), src=CLIENT),
+    ),
+    NatCase(
+        "dnat tcp of a tracked connection: its ack takes the entry",
+        "from_netdev",
+        into(tcp(50000, 8080, "A"), src=CLIENT),
+        TC_ACT_REDIRECT,
+        "REASON_DNAT",
+        delivered(tcp(50000, 80, "A"), src=CLIENT),
+        before=[("from_netdev", into(tcp(50000, 8080), src=CLIENT))],
     ),
     NatCase(
         "dnat udp to a published port",
@@ -403,6 +430,15 @@ CASES = [
         TC_ACT_REDIRECT,
         "REASON_REV_NAT",
         leaving(tcp(8080, 50000, "SA"), dst=CLIENT),
+        before=[("from_netdev", into(tcp(50000, 8080), src=CLIENT))],
+    ),
+    NatCase(
+        "reverse dnat of the container's ack",
+        "from_container",
+        out_of(tcp(80, 50000, "A"), dst=CLIENT),
+        TC_ACT_REDIRECT,
+        "REASON_REV_NAT",
+        leaving(tcp(8080, 50000, "A"), dst=CLIENT),
         before=[("from_netdev", into(tcp(50000, 8080), src=CLIENT))],
     ),
     NatCase(
@@ -601,48 +637,6 @@ def test_nat_dnat_entries_shape(nat: Programs) -> None:
     rev = nat.maps.nat[NatKey(IPAddress(CONT), IPAddress(CLIENT), 80, 50000, TCP_P)]
     assert (fwd.address, fwd.port, fwd.ifindex) == (IPAddress(CONT), 80, EP_IFINDEX)
     assert (rev.address, rev.port) == (IPAddress(HOST), 8080)
-
-
-PERF: list[tuple[str, str, bytes, Sequence[tuple[str, bytes]]]] = [
-    ("same-host redirect (baseline)", "from_container", out_of(tcp(40000, 80), dst=CONT), ()),
-    (
-        "snat, established",
-        "from_container",
-        out_of(tcp(40000, 80, "A")),
-        [("from_container", SYN_OUT)],
-    ),
-    ("reverse snat", "from_netdev", into(tcp(80, 40000, "A")), [("from_container", SYN_OUT)]),
-    (
-        "dnat, established",
-        "from_netdev",
-        into(tcp(50000, 8080, "A"), src=CLIENT),
-        [("from_netdev", into(tcp(50000, 8080), src=CLIENT))],
-    ),
-    (
-        "reverse dnat",
-        "from_container",
-        out_of(tcp(80, 50000, "A"), dst=CLIENT),
-        [("from_netdev", into(tcp(50000, 8080), src=CLIENT))],
-    ),
-]
-
-
-@pytest.mark.parametrize("row", PERF, ids=[r[0] for r in PERF])
-def test_nat_per_packet_cost_reported(
-    nat: Programs,
-    row: tuple[str, str, bytes, Sequence[tuple[str, bytes]]],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """Each NAT path runs 100,000 times through test_run; the kernel's ns per packet is
-    printed (bench/ reports ratios; no threshold is asserted here)."""
-    desc, name, packet, setup = row
-    nat.maps.reset(BASE)
-    for prog, pkt in setup:
-        nat.run(prog, pkt)
-    result = test_run(nat.progs[name], packet, repeat=100_000, ctx=skb_ctx(LO))
-    assert result.verdict in (TC_ACT_OK, TC_ACT_REDIRECT)
-    with capsys.disabled():
-        print(f"\n{desc}: {result.duration_ns} ns/packet")
 
 
 NEW_STRUCTS = (

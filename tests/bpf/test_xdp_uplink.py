@@ -8,7 +8,6 @@ is reverse-translated by XDP.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,11 +62,11 @@ class Progs:
     progs: dict[str, Program]
     netns: str  # where test_run routes: conftest's routed_netns
 
-    def run(self, name: str, packet: bytes, repeat: int = 1) -> tuple[int, bytes, int]:
+    def run(self, name: str, packet: bytes) -> tuple[int, bytes]:
         ctx = None if name == "xdp_uplink" else skb_ctx(LO)
         with entered(self.netns):
-            r = test_run(self.progs[name], packet, repeat=repeat, ctx=ctx)
-        return r.verdict, r.packet, r.duration_ns
+            r = test_run(self.progs[name], packet, ctx=ctx)
+        return r.verdict, r.packet
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +270,7 @@ def check(
     xdp: Progs, desc: str, name: str, packet: bytes, verdict: int, reason: str, expect: bytes | None
 ) -> None:
     before = xdp.maps.metrics.counter(reason)
-    got_verdict, got, _ = xdp.run(name, packet)
+    got_verdict, got = xdp.run(name, packet)
     names = XDP_VERDICTS if name == "xdp_uplink" else {}
     got_name, want_name = names.get(got_verdict, got_verdict), names.get(verdict, verdict)
     assert got_verdict == verdict, f"{desc}: verdict {got_name}, expected {want_name}"
@@ -318,26 +317,3 @@ def test_xdp_dnat_entries_serve_tc_reply(xdp: Progs) -> None:
     xdp.run("xdp_uplink", into(tcp(50000, 8080, "A"), src=CLIENT))
     rev = xdp.maps.nat[NatKey(IPAddress(CONT), IPAddress(CLIENT), 80, 50000, TCP_P)]
     assert rev.state_name == "CT_ESTABLISHED"
-
-
-def test_xdp_vs_tc_dnat_per_packet_cost(xdp: Progs, capsys: pytest.CaptureFixture[str]) -> None:
-    """The same established DNAT packet through xdp_uplink and from_netdev, alternated in one
-    run (300 x repeat=200 each); the kernel's ns per packet (median) is printed, no threshold.
-    test_run repeats on the same buffer, so from the second run on a program sees its own
-    output: an identity entry for the translated tuple (and TTL 255) keeps every run on the
-    established-DNAT path (lookup, state check, rewrite, TTL, MACs, redirect)."""
-    xdp.maps.reset(BASE)
-    xdp.run("from_netdev", into(tcp(50000, 8080), src=CLIENT))
-    fwd = xdp.maps.nat[NatKey(IPAddress(CLIENT), IPAddress(HOST), 50000, 8080, TCP_P, True)]
-    xdp.maps.nat[NatKey(IPAddress(CLIENT), IPAddress(CONT), 50000, 80, TCP_P, True)] = fwd
-    packet = frag(tcp(50000, 8080, "A"), ttl=255)
-    costs: dict[str, list[float]] = {"xdp_uplink": [], "from_netdev": []}
-    for _ in range(300):
-        for name, samples in costs.items():
-            verdict, out, ns = xdp.run(name, packet, repeat=200)
-            assert verdict in (XDP_REDIRECT, TC_ACT_REDIRECT), name
-            assert Ether(out)[IP].ttl == 55, name  # every run took the routed path
-            samples.append(ns)
-    with capsys.disabled():
-        for name, samples in costs.items():
-            print(f"\ndnat established via {name}: {statistics.median(samples)} ns/packet (median)")
