@@ -5,6 +5,7 @@
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/endpoint.h"
+#include "lib/lb.h"
 #include "lib/nat.h"
 
 /* Traffic leaving a container: same-host IPv4 destinations are redirected
@@ -24,6 +25,11 @@ int from_container(struct __sk_buff *skb)
 	ret = parse_pkt(data, data_end, &p);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+	if (p.eth_proto == bpf_htons(ETH_P_ARP)) {
+		ret = lb4_arp(skb, &p);
+		return metrics_tc_exit(skb, ret, ret == TC_ACT_REDIRECT ? REASON_ARP_VIP :
+									 REASON_PASS_NON_IP);
+	}
 	if (!p.ip4)
 		return metrics_tc_exit(skb, TC_ACT_OK, REASON_PASS_NON_IP);
 	ep = ep4_lookup(p.ip4->daddr);
@@ -36,6 +42,12 @@ int from_container(struct __sk_buff *skb)
 	ret = ep4_check_source(skb, p.ip4->saddr, ep);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+	ret = lb4_from_backend(skb, &p, &reason);
+	if (ret != NAT_SKIP) {
+		if (ret < 0)
+			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+		return metrics_tc_exit(skb, ret, reason);
+	}
 	ret = ep4_redirect(&p, ep);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);

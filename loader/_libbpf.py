@@ -61,10 +61,19 @@ int bpf_map_update_batch(int fd, const void *keys, const void *values, uint32_t 
 int bpf_map_delete_batch(int fd, const void *keys, uint32_t *count,
                          const struct bpf_map_batch_opts *opts);
 
+struct bpf_map_create_opts {
+    size_t sz; uint32_t btf_fd; uint32_t btf_key_type_id; uint32_t btf_value_type_id;
+    uint32_t btf_vmlinux_value_type_id; uint32_t inner_map_fd; uint32_t map_flags;
+    uint64_t map_extra; uint32_t numa_node; uint32_t map_ifindex;
+};
+int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size,
+                   uint32_t max_entries, const struct bpf_map_create_opts *opts);
+
 int bpf_obj_pin(int fd, const char *pathname);
 int bpf_obj_get(const char *pathname);
 int bpf_obj_get_info_by_fd(int bpf_fd, void *info, uint32_t *info_len);
 int bpf_prog_get_fd_by_id(uint32_t id);
+int bpf_map_get_fd_by_id(uint32_t id);
 int libbpf_num_possible_cpus(void);
 
 /* Prefixes of the kernel's info structs (the kernel fills min(len, its size)). */

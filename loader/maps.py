@@ -69,6 +69,37 @@ class Map:
             raise cls_.from_errno(f"open pinned map {path}", err)
         return cls(fd, owned=True)
 
+    @classmethod
+    def create(
+        cls,
+        map_type: int,
+        name: str,
+        key_size: int,
+        value_size: int,
+        max_entries: int,
+        flags: int = 0,
+    ) -> Map:
+        """A new unpinned map, owned by the returned object (an inner map before it is put
+        in an outer one, which then holds its own reference)."""
+        size = ffi.sizeof("struct bpf_map_create_opts")
+        opts = ffi.new("struct bpf_map_create_opts *", {"sz": size, "map_flags": flags})
+        fd = lib.bpf_map_create(
+            map_type, name.encode()[:15], key_size, value_size, max_entries, opts
+        )
+        if fd < 0:
+            raise DatapathError.from_errno(f"create map {name}", -fd)  # libbpf: -errno
+        return cls(fd, owned=True)
+
+    @classmethod
+    def by_id(cls, map_id: int) -> Map:
+        """The map with kernel id ``map_id`` (an outer map's lookup returns inner maps' ids)."""
+        fd = lib.bpf_map_get_fd_by_id(map_id)
+        if fd < 0:
+            err = -fd
+            cls_ = NotFoundError if err == E.ENOENT else DatapathError
+            raise cls_.from_errno(f"open map id {map_id}", err)
+        return cls(fd, owned=True)
+
     def close(self) -> None:
         if self._owned and self.fd >= 0:
             os.close(self.fd)

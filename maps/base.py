@@ -12,7 +12,15 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from pydp.maps._codec import Layout, percpu_stride
 
-__all__ = ["BPF_ANY", "BPF_EXIST", "BPF_NOEXIST", "ArrayMap", "RawMap", "TypedMap"]
+__all__ = [
+    "BPF_ANY",
+    "BPF_EXIST",
+    "BPF_NOEXIST",
+    "ArrayMap",
+    "RawMap",
+    "TypedMap",
+    "sync_entries",
+]
 
 BPF_ANY = 0  # create or update
 BPF_NOEXIST = 1  # create only
@@ -179,3 +187,31 @@ class ArrayMap(TypedMap[K, V]):
         had = self.get(key, self.EMPTY) != self.EMPTY
         self[key] = self.EMPTY
         return had
+
+
+def sync_entries(
+    view: TypedMap[Any, Any],
+    want: Mapping[bytes, bytes],
+    batch: bool = True,
+    empty: bytes | None = None,
+) -> tuple[int, int]:
+    """Make a map hold exactly ``want`` (packed keys -> packed values), compared as bytes:
+    write what differs, remove the rest (an array's entries are overwritten with ``empty``).
+    Returns (written, removed)."""
+    current = dict(view.raw.lookup_all())
+    changed = {k: v for k, v in want.items() if current.get(k) != v}
+    stale = [k for k, v in current.items() if k not in want and v != empty]
+    if empty is not None:
+        changed.update({k: empty for k in stale})
+        stale = []
+    if batch and changed:
+        view.raw.update_batch(b"".join(changed), b"".join(changed.values()), len(changed))
+    elif changed:
+        for k, v in changed.items():
+            view.raw.update(k, v)
+    if batch and stale:
+        view.raw.delete_batch(b"".join(stale), len(stale))
+    else:
+        for k in stale:
+            view.raw.delete(k)
+    return len(changed), len(stale)

@@ -19,6 +19,7 @@ struct endpoint_info {
 };
 
 #define ENDPOINT_F_NONE 0
+#define ENDPOINT_F_LB_BACKEND 1 /* a service's backend: pydp_ifaces carries IFACE_F_LB_BACKEND */
 
 #define PYDP_IFACES_MAX 65536 /* max_entries of pydp_ifaces: host ifindexes it can index */
 
@@ -27,6 +28,11 @@ struct endpoint_info {
 struct iface_info {
 	__be32 addr;   /* the endpoint's IPv4 address, network order; 0: no endpoint */
 	__u32 network; /* the endpoint's network index */
+	__u32 flags;   /* IFACE_F_* */
 };
+
+/* iface_info.flags */
+#define IFACE_F_LB_BACKEND 1 /* the endpoint is a service's backend: its replies to local
+			      * clients are looked up for reverse translation (VIP source) */
 
 #endif

@@ -72,6 +72,7 @@ class Iface:
 
     address: IPAddress | None  # None: no endpoint behind this interface
     network: int = 0
+    flags: int = 0  # IFACE_F_*: IFACE_F_LB_BACKEND when the endpoint backs a service
 
 
 class IfaceMap(ArrayMap[int, Iface]):
@@ -88,12 +89,12 @@ class IfaceMap(ArrayMap[int, Iface]):
         return int(fields[0])
 
     def encode_value(self, value: Iface) -> tuple[Any, ...]:
-        return (0 if value.address is None else int(value.address), value.network)
+        return (0 if value.address is None else int(value.address), value.network, value.flags)
 
     def decode_value(self, fields: tuple[Any, ...]) -> Iface:
-        addr, network = fields
-        return Iface(IPAddress(addr, 4) if addr else None, network)
+        addr, network, flags = fields
+        return Iface(IPAddress(addr, 4) if addr else None, network, flags)
 
     def value_bytes(self, value: Iface) -> bytes:
         addr = b"\0\0\0\0" if value.address is None else ip4_bytes(value.address)
-        return self.value_layout.pack_raw(addr, value.network)
+        return self.value_layout.pack_raw(addr, value.network, value.flags)

@@ -22,6 +22,9 @@ enum pydp_reason {
 	REASON_HAIRPIN = 11,     /* container to a published port of its host: DNAT+SNAT, delivered */
 	REASON_HAIRPIN_REPLY = 12, /* the backend's hairpin reply translated back and delivered */
 	REASON_TTL_TO_STACK = 13, /* TTL <= 1 leaving a container: to the stack, which sends time exceeded */
+	REASON_LB = 14,           /* to a service VIP: translated to its backend and delivered */
+	REASON_LB_REPLY = 15,     /* a backend's reply to a local client: source back to the VIP */
+	REASON_ARP_VIP = 16,      /* an ARP request for a service VIP, answered by the program */
 	DROP_BASE = 128,
 	DROP_INVALID_ETH = 129, /* Ethernet header truncated */
 	DROP_INVALID_IP = 130,  /* IPv4 header truncated, ihl < 5, or version != 4 */
@@ -35,6 +38,10 @@ enum pydp_reason {
 	DROP_CT_CREATE = 138,   /* writing a conntrack/NAT entry failed */
 	DROP_TTL_EXCEEDED = 139, /* TTL <= 1 on a path pydp routes in from the uplink */
 	DROP_HAIRPIN_NO_SRC = 140, /* hairpin: no gateway address for the backend's network */
+	DROP_LB_NO_BACKEND = 141, /* a service without backends: TCP gets a RST, UDP an ICMP error */
+	DROP_LB_NOT_LOCAL = 142,  /* the picked backend is no local endpoint (remote: a later issue) */
+	DROP_NO_REPLY = 143,      /* no reply may answer it (a RST, an ICMP error, a fragment, a
+				   * broadcast, a GSO skb), or the reply could not be built */
 };
 
 #define PYDP_METRICS_MAX 256 /* entries in pydp_metrics: one per enum pydp_reason value */

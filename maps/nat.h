@@ -31,6 +31,9 @@ struct nat_key {
 /* nat_entry.flags */
 #define NAT_F_SNAT 1 /* the connection was masqueraded (started by a container) */
 #define NAT_F_DNAT 2 /* the connection came in to a published port */
+#define NAT_F_SVC 8 /* a connection to a service (VIP or published service port): with
+		     * NAT_F_DNAT the client's entry (holds the backend), with NAT_F_SNAT
+		     * the backend's reply entry (holds the VIP); both NAT_DIR_EGRESS */
 #define NAT_F_HAIRPIN 4 /* a container to a published port of its own host (four entries, all
 			 * NAT_DIR_EGRESS: see nat4_hairpin_new in bpf/lib/nat.h) */
 
@@ -62,7 +65,11 @@ struct port_key {
 struct port_target {
 	__be32 addr;  /* container address (a local endpoint), network order */
 	__be16 port;  /* container port, network order */
-	__u16 flags;  /* reserved, 0 */
+	__u16 flags;  /* PORT_F_* */
 };
+
+/* port_target.flags */
+#define PORT_F_SERVICE 1 /* the port leads to a service: addr:port is its frontend (VIP,
+			  * service port), the backend is picked as for the VIP */
 
 #endif

@@ -28,6 +28,7 @@ __all__ = [
 _C = constants()
 NAT_MAP = "pydp_nat"
 PORTS_MAP = "pydp_ports"
+PORT_F_SERVICE = _C["PORT_F_SERVICE"]
 CT_STATES = {
     _C[n]: n for n in ("CT_NEW", "CT_SYN", "CT_ESTABLISHED", "CT_CLOSING", "CT_CLOSED")
 }  # state number -> name
@@ -125,10 +126,12 @@ class PortKey:
 
 @dataclass(frozen=True, slots=True)
 class PortTarget:
-    """The endpoint address and port a published port leads to."""
+    """The endpoint address and port a published port leads to; for a published service
+    port (``service``), the service's frontend (VIP, service port)."""
 
     address: IPAddress
     port: int
+    service: bool = False
 
 
 class PortMap(TypedMap[PortKey, PortTarget]):
@@ -151,8 +154,8 @@ class PortMap(TypedMap[PortKey, PortTarget]):
         return PortKey(proto, port, IPAddress(addr, 4) if addr else None)
 
     def encode_value(self, value: PortTarget) -> tuple[Any, ...]:
-        return (int(value.address), value.port, 0)
+        return (int(value.address), value.port, PORT_F_SERVICE if value.service else 0)
 
     def decode_value(self, fields: tuple[Any, ...]) -> PortTarget:
-        addr, port, _flags = fields
-        return PortTarget(IPAddress(addr, 4), port)
+        addr, port, flags = fields
+        return PortTarget(IPAddress(addr, 4), port, bool(flags & PORT_F_SERVICE))

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_OBJECT = "endpoint.bpf.o"
 IFACES_MAX = CONSTANTS["PYDP_IFACES_MAX"]  # the ifindexes pydp_ifaces can index
+ENDPOINT_F_LB_BACKEND = CONSTANTS["ENDPOINT_F_LB_BACKEND"]
+IFACE_F_LB_BACKEND = CONSTANTS["IFACE_F_LB_BACKEND"]
 
 
 def _ifindex(endpoint_info: bytes) -> int:
@@ -113,7 +115,8 @@ class Datapath:
         by_key = dict(zip(want, desired.items(), strict=True))
         for k in changed:
             ip, ep = by_key[k]
-            ifaces[ep.ifindex] = Iface(ip, ep.network)
+            flags = IFACE_F_LB_BACKEND if ep.flags & ENDPOINT_F_LB_BACKEND else 0
+            ifaces[ep.ifindex] = Iface(ip, ep.network, flags)
         self.ifaces.update_batch({i: e for i, e in ifaces.items() if i < IFACES_MAX})
         if changed:
             em.raw.update_batch(b"".join(changed), b"".join(changed.values()), len(changed))

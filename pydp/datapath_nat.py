@@ -11,6 +11,7 @@ from typing import Any
 
 from netaddr import IPAddress, IPNetwork
 
+from pydp.datapath_lb import LbDatapath
 from pydp.loader import (
     BpfObject,
     Program,
@@ -24,7 +25,7 @@ from pydp.loader import (
     tcx_prog_ids,
     xdp_attached,
 )
-from pydp.maps.base import TypedMap
+from pydp.maps.base import TypedMap, sync_entries
 from pydp.maps.config import (
     CONFIG_MAP,
     NETWORKS_MAP,
@@ -36,9 +37,10 @@ from pydp.maps.config import (
     SubnetInfo,
     SubnetMap,
 )
+from pydp.maps.lb import LB_TABLES_MAP, SERVICES_MAP
 from pydp.maps.nat import NAT_MAP, PORTS_MAP, NatMap, PortKey, PortMap, PortTarget
 
-__all__ = ["UPLINK_OBJECT", "NatDatapath", "sync_entries"]
+__all__ = ["UPLINK_OBJECT", "NatDatapath"]
 
 log = logging.getLogger(__name__)
 
@@ -59,34 +61,6 @@ def netns_cookie() -> int:
         return int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
 
 
-def sync_entries(
-    view: TypedMap[Any, Any],
-    want: Mapping[bytes, bytes],
-    batch: bool = True,
-    empty: bytes | None = None,
-) -> tuple[int, int]:
-    """Make a map hold exactly ``want`` (packed keys -> packed values), compared as bytes:
-    write what differs, remove the rest (an array's entries are overwritten with ``empty``).
-    Returns (written, removed)."""
-    current = dict(view.raw.lookup_all())
-    changed = {k: v for k, v in want.items() if current.get(k) != v}
-    stale = [k for k, v in current.items() if k not in want and v != empty]
-    if empty is not None:
-        changed.update({k: empty for k in stale})
-        stale = []
-    if batch and changed:
-        view.raw.update_batch(b"".join(changed), b"".join(changed.values()), len(changed))
-    elif changed:
-        for k, v in changed.items():
-            view.raw.update(k, v)
-    if batch and stale:
-        view.raw.delete_batch(b"".join(stale), len(stale))
-    else:
-        for k in stale:
-            view.raw.delete(k)
-    return len(changed), len(stale)
-
-
 def _packed(view: TypedMap[Any, Any], entries: Mapping[Any, Any]) -> dict[bytes, bytes]:
     return {view.key_bytes(k): view.value_bytes(v) for k, v in entries.items()}
 
@@ -105,6 +79,7 @@ class NatDatapath:
         self.subnets = SubnetMap(self._obj.map(SUBNETS_MAP))
         self.ports = PortMap(self._obj.map(PORTS_MAP))
         self.nat = NatMap(self._obj.map(NAT_MAP))
+        self.lb = LbDatapath(self._obj.map(SERVICES_MAP), self._obj.map(LB_TABLES_MAP), self.nat)
         self._xdp = BpfObject(XDP_OBJECT, pin_root=self.root).load()
         self.xdp_uplink: Program = self._xdp.program("xdp_uplink")
         self._sock = BpfObject(SOCK_OBJECT, pin_root=self.root)

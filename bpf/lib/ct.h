@@ -92,6 +92,22 @@ static __always_inline void ct_pair_key(const struct nat_key *k, const struct na
 {
 	pk->proto = k->proto;
 	pk->pad = 0;
+	if (e->flags & NAT_F_SVC) {
+		/* both entries EGRESS: client C:cp -> VIP:vp holds B:bp, B:bp -> C:cp holds VIP:vp */
+		pk->dir = NAT_DIR_EGRESS;
+		if (e->flags & NAT_F_DNAT) {
+			pk->saddr = e->addr;
+			pk->daddr = k->saddr;
+			pk->sport = e->port;
+			pk->dport = k->sport;
+		} else {
+			pk->saddr = k->daddr;
+			pk->daddr = e->addr;
+			pk->sport = k->dport;
+			pk->dport = e->port;
+		}
+		return;
+	}
 	if (k->dir == NAT_DIR_EGRESS) {
 		pk->dir = NAT_DIR_INGRESS;
 		pk->saddr = k->daddr;
@@ -113,7 +129,9 @@ static __always_inline void ct_pair_key(const struct nat_key *k, const struct na
 static __always_inline void ct_advance(const struct nat_key *k, struct nat_entry *e,
 				       const struct pkt *p, __u64 now)
 {
-	int reply = (e->flags & NAT_F_SNAT) ? k->dir == NAT_DIR_INGRESS : k->dir == NAT_DIR_EGRESS;
+	int reply = (e->flags & NAT_F_SVC)  ? !!(e->flags & NAT_F_SNAT) :
+		    (e->flags & NAT_F_SNAT) ? k->dir == NAT_DIR_INGRESS :
+					      k->dir == NAT_DIR_EGRESS;
 	__u8 state = ct_next_state(k->proto, e->state, ct_tcp_flags(p), reply);
 	__u64 expires = now + ct_timeout_ns(k->proto, state);
 	struct nat_entry *pe;

@@ -6,6 +6,7 @@
 #include "lib/common.h"
 #include "maps/config.h"
 #include "maps/nat.h"
+#include "maps/lb.h"
 
 /* Written by the agent (one entry per local endpoint); read by from_container. */
 struct {
@@ -96,5 +97,40 @@ struct {
 	__uint(max_entries, PYDP_SOCK_REV_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pydp_sock_rev SEC(".maps");
+
+/* Written by the agent (every frontend of every service, and each VIP's mark); read by
+ * from_container (east-west) and, through published service ports, from_netdev/xdp. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct svc_key);
+	__type(value, struct svc_info);
+	__uint(max_entries, PYDP_SERVICES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_services SEC(".maps");
+
+/* A service's backend table: Maglev's M slots, or one slot per backend. BPF_F_INNER_MAP
+ * lets each service's table have its own size; the agent builds a new table and swaps it
+ * in with one update of pydp_lb_tables, so a packet never sees a half-written one. */
+struct lb_table {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lb_backend);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_INNER_MAP);
+};
+
+/* clang emits a struct met only through the inner map's pointer as a forward declaration,
+ * which libbpf cannot size: this unused constant makes its BTF whole. */
+static const struct lb_backend pydp_lb_backend_btf __attribute__((used)) = {};
+
+/* Written by the agent (service index -> its table); read with pydp_services. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, PYDP_LB_TABLES_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct lb_table);
+} pydp_lb_tables SEC(".maps");
 
 #endif

@@ -10,6 +10,8 @@
 #include "lib/endpoint.h"
 #include "lib/fib.h"
 #include "lib/ip4.h"
+#include "lib/lb.h"
+#include "lib/reply.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 
@@ -19,6 +21,7 @@
 #define ICMP_DEST_UNREACH 3
 #define ICMP_ECHO 8
 #define ICMP_TIME_EXCEEDED 11
+#define ICMP_PORT_UNREACH 3 /* code of ICMP_DEST_UNREACH */
 
 static __always_inline const struct host_config *nat4_config(void)
 {
@@ -285,12 +288,182 @@ static __always_inline const struct port_target *nat4_port_lookup(const struct h
 	return t;
 }
 
+/* Where the published port k is addressed to leads: a container's addr:port, or for a
+ * published service port the backend its table picks for k. Returns 0, NAT_SKIP when no
+ * port is published there, or -DROP_LB_NO_BACKEND. */
+static __always_inline int nat4_port_resolve(const struct host_config *cfg,
+					     const struct nat_key *k, __be32 *addr, __be16 *port)
+{
+	const struct port_target *t = nat4_port_lookup(cfg, k);
+	const struct svc_info *svc;
+	struct lb_backend be;
+	int ret;
+
+	if (!t)
+		return NAT_SKIP;
+	if (!(t->flags & PORT_F_SERVICE)) {
+		*addr = t->addr;
+		*port = t->port;
+		return 0;
+	}
+	svc = lb4_lookup(t->addr, t->port, k->proto);
+	if (!svc)
+		return -DROP_LB_NO_BACKEND;
+	ret = lb4_select(svc, k->saddr, t->addr, k->sport, t->port, k->proto, &be);
+	if (ret)
+		return ret;
+	*addr = be.addr;
+	*port = be.port;
+	return 0;
+}
+
 static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
 					const struct nat_key *k, struct nat_entry *e, __u64 now,
 					__u32 *reason);
 static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p,
 					    const struct host_config *cfg,
 					    const struct nat_key *k, __u64 now, __u32 *reason);
+static __always_inline int nat4_hairpin_to(struct __sk_buff *skb, struct pkt *p,
+					   const struct host_config *cfg, const struct nat_key *k,
+					   __u64 now, __u32 *reason, __be32 baddr, __be16 bport);
+
+/* Deliver (TC) a packet of a service connection as entry e says, into the backend's or
+ * the client's netns. The VIP is in the client's own subnet (answered by ARP), so this is
+ * no routed hop: the TTL stays. Returns TC_ACT_REDIRECT or a negative DROP_*. */
+static __always_inline int lb4_deliver(struct pkt *p, const struct nat_entry *e)
+{
+	long ret;
+
+	__builtin_memcpy(p->eth->h_dest, e->dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, e->smac, ETH_ALEN);
+	if (CFG_REDIRECT_PEER)
+		ret = bpf_redirect_peer(e->ifindex, 0);
+	else
+		ret = bpf_redirect(e->ifindex, 0);
+	return ret == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : -DROP_REDIRECT;
+}
+
+/* A packet of a tracked service connection (k, entry e with NAT_F_SVC): the client's goes
+ * to the backend e holds (destination rewritten), the backend's reply back to the client
+ * from the VIP (source rewritten). */
+static __always_inline int lb4_tracked(struct __sk_buff *skb, struct pkt *p,
+				       const struct nat_key *k, struct nat_entry *e, __u64 now,
+				       __u32 *reason)
+{
+	int reply = !!(e->flags & NAT_F_SNAT);
+	int ret;
+
+	ct_advance(k, e, p, now);
+	*reason = reply ? REASON_LB_REPLY : REASON_LB;
+	ret = nat4_rewrite_skb(skb, p, !reply, e->addr, e->port);
+	if (ret)
+		return ret;
+	return lb4_deliver(p, e);
+}
+
+/* A new connection k from a local client to a frontend of svc: pick the backend, write the
+ * pair of entries (both NAT_DIR_EGRESS: the client's, holding the backend, and the
+ * backend's reply, holding the VIP; conntrack keeps the backend while the table changes),
+ * translate and deliver. A client reaching itself through its service (hairpin) is
+ * translated on both sides as for a published port (it sees the gateway as the source).
+ * Only clients on the service's network reach it. Returns a TC verdict with *reason, or a
+ * negative DROP_* (-DROP_LB_NO_BACKEND: an empty table). */
+static __always_inline int lb4_new(struct __sk_buff *skb, struct pkt *p,
+				   const struct host_config *cfg, const struct nat_key *k,
+				   const struct svc_info *svc, __u64 now, __u32 *reason)
+{
+	struct nat_entry fwd = {}, rev = {};
+	const struct endpoint_info *ep;
+	struct nat_key rk = {};
+	struct lb_backend be;
+	__u32 cnet;
+	int ret;
+
+	if (!nat4_src_network(skb, k->saddr, &cnet) || cnet != svc->network)
+		return -DROP_NET_ISOLATED;
+	ret = lb4_select(svc, k->saddr, k->daddr, k->sport, k->dport, k->proto, &be);
+	if (ret)
+		return ret;
+	if (be.addr == k->saddr)
+		return nat4_hairpin_to(skb, p, cfg, k, now, reason, be.addr, be.port);
+	ep = ep4_lookup(be.addr);
+	if (!ep)
+		return -DROP_LB_NOT_LOCAL;
+
+	fwd.state = ct_initial_state(ct_tcp_flags(p));
+	fwd.expires = now + ct_timeout_ns(k->proto, fwd.state);
+	fwd.flags = NAT_F_SVC | NAT_F_DNAT;
+	fwd.addr = be.addr;
+	fwd.port = be.port;
+	fwd.ifindex = ep->ifindex;
+	__builtin_memcpy(fwd.dmac, ep->mac, ETH_ALEN);
+	__builtin_memcpy(fwd.smac, p->eth->h_dest, ETH_ALEN); /* the MAC the VIP answered with */
+	rev.state = fwd.state;
+	rev.expires = fwd.expires;
+	rev.flags = NAT_F_SVC | NAT_F_SNAT;
+	rev.addr = k->daddr;
+	rev.port = k->dport;
+	rev.ifindex = skb->ifindex;
+	__builtin_memcpy(rev.dmac, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(rev.smac, p->eth->h_dest, ETH_ALEN);
+	rk.saddr = be.addr;
+	rk.daddr = k->saddr;
+	rk.sport = be.port;
+	rk.dport = k->sport;
+	rk.proto = k->proto;
+	rk.dir = NAT_DIR_EGRESS;
+	if (bpf_map_update_elem(&pydp_nat, &rk, &rev, BPF_ANY) ||
+	    bpf_map_update_elem(&pydp_nat, k, &fwd, BPF_ANY))
+		return -DROP_CT_CREATE;
+	*reason = REASON_LB;
+	ret = nat4_rewrite_skb(skb, p, 1, be.addr, be.port);
+	if (ret)
+		return ret;
+	return lb4_deliver(p, &fwd);
+}
+
+/* A service with no backend for k's packet p: TCP gets a reset, UDP a port unreachable
+ * from the VIP (as a host with no socket there answers), sent back out of the interface it
+ * came in on; counted DROP_LB_NO_BACKEND. Returns TC_ACT_REDIRECT or a negative DROP_*. */
+static __always_inline int lb4_no_backend(struct __sk_buff *skb, struct pkt *p,
+					  const struct nat_key *k, __u32 *reason)
+{
+	int ret;
+
+	if (k->proto == IPPROTO_TCP)
+		ret = reply4_tcp_rst(skb, p);
+	else
+		ret = reply4_icmp_unreach(skb, p, ICMP_PORT_UNREACH, k->daddr);
+	if (ret)
+		return ret;
+	*reason = DROP_LB_NO_BACKEND;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* from_container, to a local endpoint from an endpoint that is some service's backend
+ * (IFACE_F_LB_BACKEND): a reply of a service connection gets the VIP back as its source.
+ * Returns NAT_SKIP for any other packet (plain local traffic). */
+static __always_inline int lb4_from_backend(struct __sk_buff *skb, struct pkt *p, __u32 *reason)
+{
+	__u32 ifindex = skb->ifindex;
+	const struct iface_info *me;
+	struct nat_entry *e;
+	struct nat_key k;
+	__u64 now;
+
+	if (ifindex >= PYDP_IFACES_MAX)
+		return NAT_SKIP;
+	me = bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
+	if (!me || !(me->flags & IFACE_F_LB_BACKEND))
+		return NAT_SKIP;
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
+		return NAT_SKIP;
+	now = bpf_ktime_get_ns();
+	e = ct_lookup(&k, now);
+	if (!e || (e->flags & (NAT_F_SVC | NAT_F_SNAT)) != (NAT_F_SVC | NAT_F_SNAT))
+		return NAT_SKIP;
+	return lb4_tracked(skb, p, &k, e, now, reason);
+}
 
 /* from_container, a destination that is no local endpoint: translate the source of a
  * tracked connection (masquerade, or a published port's reply) or masquerade a new one,
@@ -311,9 +484,25 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 	int ret;
 
 	*reason = REASON_PASS;
-	if (!cfg || !cfg->uplink_ifindex)
+	if (!cfg || !nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
 		return TC_ACT_OK;
-	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
+	now = bpf_ktime_get_ns();
+	e = ct_lookup(&k, now);
+	if (e && (e->flags & NAT_F_SVC))
+		return lb4_tracked(skb, p, &k, e, now, reason);
+	if (e && (e->flags & NAT_F_HAIRPIN))
+		return nat4_hairpin(skb, p, &k, e, now, reason);
+	if (!e && k.proto != IPPROTO_ICMP) {
+		const struct svc_info *svc = lb4_lookup(k.daddr, k.dport, k.proto);
+
+		if (svc) {
+			ret = lb4_new(skb, p, cfg, &k, svc, now, reason);
+			if (ret == -DROP_LB_NO_BACKEND)
+				return lb4_no_backend(skb, p, &k, reason);
+			return ret;
+		}
+	}
+	if (!cfg->uplink_ifindex)
 		return TC_ACT_OK;
 	if (p->ip4->ttl <= 1) {
 		/* The host is this packet's first router: its stack forwards nothing with TTL
@@ -322,10 +511,6 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 		*reason = REASON_TTL_TO_STACK;
 		return TC_ACT_OK;
 	}
-	now = bpf_ktime_get_ns();
-	e = ct_lookup(&k, now);
-	if (e && (e->flags & NAT_F_HAIRPIN))
-		return nat4_hairpin(skb, p, &k, e, now, reason);
 	if (!e) {
 		ret = nat4_hairpin_new(skb, p, cfg, &k, now, reason);
 		if (ret != NAT_SKIP)
@@ -387,16 +572,18 @@ static __always_inline int nat4_deliver(struct pkt *p, const struct nat_entry *e
 static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_config *cfg,
 					 const struct nat_key *k, __u64 now, struct nat_entry *in)
 {
-	const struct port_target *t;
 	const struct endpoint_info *ep;
 	const struct network_info *net;
 	struct nat_entry out = {};
 	struct nat_key ok = {};
+	__be32 addr;
+	__be16 port;
+	int ret;
 
-	t = nat4_port_lookup(cfg, k);
-	if (!t)
-		return NAT_SKIP;
-	ep = ep4_lookup(t->addr);
+	ret = nat4_port_resolve(cfg, k, &addr, &port);
+	if (ret)
+		return ret;
+	ep = ep4_lookup(addr);
 	if (!ep)
 		return -DROP_NAT_NO_EP;
 	net = bpf_map_lookup_elem(&pydp_networks, &ep->network);
@@ -404,8 +591,8 @@ static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_
 	in->state = ct_initial_state(ct_tcp_flags(p));
 	in->expires = now + ct_timeout_ns(k->proto, in->state);
 	in->flags = NAT_F_DNAT;
-	in->addr = t->addr;
-	in->port = t->port;
+	in->addr = addr;
+	in->port = port;
 	in->ifindex = ep->ifindex;
 	__builtin_memcpy(in->dmac, ep->mac, ETH_ALEN);
 	if (net)
@@ -417,9 +604,9 @@ static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_
 	out.flags = NAT_F_DNAT;
 	out.addr = k->daddr;
 	out.port = k->dport;
-	ok.saddr = t->addr;
+	ok.saddr = addr;
 	ok.daddr = k->saddr;
-	ok.sport = t->port;
+	ok.sport = port;
 	ok.dport = k->sport;
 	ok.proto = k->proto;
 	ok.dir = NAT_DIR_EGRESS;
@@ -546,6 +733,8 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 		return ret ? ret : nat4_deliver(p, e);
 	}
 	ret = nat4_dnat_new(p, cfg, &k, now, &in);
+	if (ret == -DROP_LB_NO_BACKEND)
+		return lb4_no_backend(skb, p, &k, reason); /* a published service port */
 	if (!ret) {
 		*reason = REASON_DNAT;
 		ret = nat4_rewrite_skb(skb, p, 1, in.addr, in.port);
@@ -599,27 +788,23 @@ static __always_inline __be32 nat4_hairpin_src(struct __sk_buff *skb, const stru
  * their tuples never reach the NAT lookup first). gp is cp when free, else a port of the
  * NAT range, as masquerade picks it; a port a host socket holds toward B:bp is skipped.
  * Returns a TC verdict with *reason, NAT_SKIP when k is no hairpin, or a negative DROP_*. */
-static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p,
-					    const struct host_config *cfg,
-					    const struct nat_key *k, __u64 now, __u32 *reason)
+static __always_inline int nat4_hairpin_to(struct __sk_buff *skb, struct pkt *p,
+					   const struct host_config *cfg, const struct nat_key *k,
+					   __u64 now, __u32 *reason, __be32 baddr, __be16 bport)
 {
 	struct nat_entry k1 = {}, k2 = {}, r1 = {};
 	struct nat_key k2k = {}, r1k = {};
-	const struct port_target *t;
 	const struct endpoint_info *ep;
 	const struct network_info *net;
-	__u32 cnet, range, start, i;
+	__u32 range, start, i;
 	__be32 gw;
 	__be16 cand = k->sport;
 	int ret;
 
-	t = nat4_port_lookup(cfg, k);
-	if (!t || !nat4_src_network(skb, k->saddr, &cnet))
-		return NAT_SKIP;
-	ep = ep4_lookup(t->addr);
+	ep = ep4_lookup(baddr);
 	if (!ep)
 		return -DROP_NAT_NO_EP;
-	gw = nat4_hairpin_src(skb, k, t->addr);
+	gw = nat4_hairpin_src(skb, k, baddr);
 	if (!gw)
 		return -DROP_HAIRPIN_NO_SRC;
 	net = bpf_map_lookup_elem(&pydp_networks, &ep->network);
@@ -629,8 +814,8 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 	k2.state = r1.state = k1.state;
 	k2.expires = r1.expires = k1.expires;
 	k1.flags = NAT_F_HAIRPIN | NAT_F_DNAT;
-	k1.addr = t->addr;
-	k1.port = t->port;
+	k1.addr = baddr;
+	k1.port = bport;
 	k1.ifindex = ep->ifindex;
 	__builtin_memcpy(k1.dmac, ep->mac, ETH_ALEN);
 	if (net)
@@ -645,15 +830,15 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 	__builtin_memcpy(r1.smac, p->eth->h_dest, ETH_ALEN); /* the gateway MAC C used */
 	k2.flags = NAT_F_HAIRPIN;
 	k2.addr = gw;
-	r1k.saddr = t->addr;
+	r1k.saddr = baddr;
 	r1k.daddr = gw;
-	r1k.sport = t->port;
+	r1k.sport = bport;
 	r1k.proto = k->proto;
 	r1k.dir = NAT_DIR_EGRESS;
 
 	range = cfg->nat_port_max >= cfg->nat_port_min ?
 			(__u32)cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
-	start = (k->saddr ^ t->addr ^ ((__u32)k->sport << 16 | t->port)) * 2654435761u;
+	start = (k->saddr ^ baddr ^ ((__u32)k->sport << 16 | bport)) * 2654435761u;
 	for (i = 0; i < NAT_PORT_TRIES; i++) {
 		const struct nat_entry *old;
 
@@ -667,18 +852,18 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 			continue; /* the host's own connection from G:cand to B:bp */
 		k2.port = cand;
 		k2k.saddr = k->saddr;
-		k2k.daddr = t->addr;
+		k2k.daddr = baddr;
 		k2k.sport = k->sport;
-		k2k.dport = t->port;
+		k2k.dport = bport;
 		k2k.proto = k->proto;
 		k2k.dir = NAT_DIR_EGRESS;
 		if (bpf_map_update_elem(&pydp_nat, &r1k, &r1, BPF_ANY) ||
 		    bpf_map_update_elem(&pydp_nat, &k2k, &k2, BPF_ANY))
 			return -DROP_CT_CREATE;
 		/* R2 reuses k2k's and r1's storage: B:bp -> C:cp, src := H:hp */
-		k2k.saddr = t->addr;
+		k2k.saddr = baddr;
 		k2k.daddr = k->saddr;
-		k2k.sport = t->port;
+		k2k.sport = bport;
 		k2k.dport = k->sport;
 		r1.flags = NAT_F_HAIRPIN;
 		r1.addr = k->daddr;
@@ -696,6 +881,25 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 		return nat4_deliver(p, &k1);
 	}
 	return -DROP_NAT_NO_PORT;
+}
+
+/* Hairpin, a new connection: k (a container's packet) to a published port of its own host
+ * that leads to a local backend. Returns as nat4_hairpin_to, NAT_SKIP when k is none. */
+static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p,
+					    const struct host_config *cfg,
+					    const struct nat_key *k, __u64 now, __u32 *reason)
+{
+	__be32 addr;
+	__be16 port;
+	__u32 cnet;
+	int ret;
+
+	if (!nat4_src_network(skb, k->saddr, &cnet))
+		return NAT_SKIP;
+	ret = nat4_port_resolve(cfg, k, &addr, &port);
+	if (ret)
+		return ret;
+	return nat4_hairpin_to(skb, p, cfg, k, now, reason, addr, port);
 }
 
 /* Hairpin, a tracked connection: e is K1 (the client's packet) or R1 (the backend's reply)
@@ -909,8 +1113,8 @@ static __always_inline int nat4_from_netdev_xdp(struct pkt *p, void *data_end, _
 		return nat4_deliver_xdp(p, e);
 	}
 	ret = nat4_dnat_new(p, cfg, &k, now, &in);
-	if (ret == NAT_SKIP)
-		return XDP_PASS;
+	if (ret == NAT_SKIP || ret == -DROP_LB_NO_BACKEND)
+		return XDP_PASS; /* TC answers an empty service's clients */
 	if (ret)
 		return ret;
 	*reason = REASON_XDP_DNAT;

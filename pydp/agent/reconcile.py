@@ -27,19 +27,23 @@ from pydp.control.model import (
     ENDPOINTS,
     NETWORKS,
     SANDBOXES,
+    SERVICES,
     SETTINGS,
     Endpoint,
     Network,
     Sandbox,
+    Service,
     Settings,
 )
 from pydp.control.ports import PortMapping
-from pydp.datapath import Datapath
+from pydp.datapath import ENDPOINT_F_LB_BACKEND, Datapath
+from pydp.datapath_lb import ServiceSpec
 from pydp.datapath_nat import NatDatapath
 from pydp.errors import ConflictError, NotFoundError
 from pydp.loader import prune_links
 from pydp.maps import Endpoint as MapEndpoint
 from pydp.maps.config import HostConfig, NetworkInfo, SubnetInfo
+from pydp.maps.lb import LbBackend
 from pydp.maps.nat import PortKey, PortTarget
 from pydp.net import (
     Link,
@@ -86,6 +90,7 @@ class Desired:
     endpoints: list[Endpoint] = field(default_factory=list)
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
+    services: list[Service] = field(default_factory=list)
 
     @classmethod
     def read(cls, store: Store) -> Desired:
@@ -93,9 +98,51 @@ class Desired:
             nets = [Network.from_json(e.value) for e in t.list(NETWORKS)]
             eps = [Endpoint.from_json(e.value) for e in t.list(ENDPOINTS)]
             sbs = [Sandbox.from_json(e.value) for e in t.list(SANDBOXES)]
+            svcs = [Service.from_json(e.value) for e in t.list(SERVICES)]
             entry = t.get(SETTINGS)
         settings = Settings() if entry is None else Settings.from_json(entry.value)
-        return cls({n.id: n for n in nets}, eps, {s.name: s for s in sbs}, settings)
+        return cls({n.id: n for n in nets}, eps, {s.name: s for s in sbs}, settings, svcs)
+
+    def vip_services(self) -> list[tuple[Service, Network]]:
+        """Services with a VIP on a network this host has (dnsrr ones have none)."""
+        out = []
+        for svc in self.services:
+            net = self.networks.get(svc.network_id)
+            if svc.mode == "vip" and svc.vip is not None and net is not None:
+                out.append((svc, net))
+        return out
+
+    def backend_addresses(self) -> set[IPAddress]:
+        """Every address that backs a service (draining ones too: their replies still need
+        the VIP as source)."""
+        return {b.address for svc, _ in self.vip_services() for b in svc.backends}
+
+    def service_specs(self) -> list[ServiceSpec]:
+        """The services as the datapath takes them."""
+        specs = []
+        for svc, net in self.vip_services():
+            assert svc.vip is not None
+            active = svc.active_backends()
+            specs.append(
+                ServiceSpec(
+                    index=svc.index,
+                    vip=svc.vip,
+                    network=net.index,
+                    frontends=tuple((p.port, PROTO_NUMBERS[p.proto]) for p in svc.ports),
+                    backends=tuple(LbBackend(b.address, b.port or 0) for b in active),
+                    identities=tuple(b.identity for b in active),
+                    weights=tuple(b.weight for b in active),
+                    lb=svc.lb,
+                    size=svc.table_size(),
+                    draining=frozenset(
+                        (b.address, b.port or p.port)
+                        for b in svc.backends
+                        if b.draining
+                        for p in svc.ports
+                    ),
+                )
+            )
+        return specs
 
     def bridges(self) -> dict[str, Network]:
         """Bridge networks by bridge name."""
@@ -225,6 +272,7 @@ class Reconciler:
         namespace, and the READY mark set after their sandbox side was done) are left alone;
         the others are wired, sandbox by sandbox."""
         wanted: dict[IPAddress, MapEndpoint] = {}
+        backends = d.backend_addresses()
         for name, eps in self._by_sandbox(d).items():
             netns = d.sandboxes[name].netns
             assert netns is not None
@@ -239,7 +287,8 @@ class Reconciler:
                 link = links[veth_name(ep.id)]
                 dp.ensure_attached(link.ifindex)
                 assert ep.address is not None and ep.mac is not None
-                wanted[ep.address] = MapEndpoint(link.ifindex, ep.mac, net.index)
+                flags = ENDPOINT_F_LB_BACKEND if ep.address in backends else 0
+                wanted[ep.address] = MapEndpoint(link.ifindex, ep.mac, net.index, flags)
         return dp.sync_endpoints(wanted)
 
     def _nat(
@@ -279,6 +328,12 @@ class Reconciler:
             if ep.address is not None
             for pm in ep.ports
         }
+        for svc, _ in d.vip_services():  # a published service port leads to its frontend
+            assert svc.vip is not None
+            for host_port, sp in svc.publish:
+                key = PortKey(PROTO_NUMBERS[sp.proto], host_port)
+                ports[key] = PortTarget(svc.vip, sp.port, service=True)
+        nat.lb.sync(d.service_specs())  # tables before the ports that lead to them
         nat.sync(config, networks, subnets, ports)
         if removed:
             nat.purge(removed)

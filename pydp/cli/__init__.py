@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pydp.agent import PydpHost
-from pydp.cli import datapath, network, sandbox
+from pydp.cli import datapath, network, sandbox, service
 from pydp.cli._output import emit, parse_kv, table
 from pydp.errors import PydpError
 
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     network.add_parser(sub)
     sandbox.add_parser(sub)
+    service.add_parser(sub)
     datapath.add_parser(sub)
     system = sub.add_parser("system", help="the whole pydp host").add_subparsers(
         dest="verb", metavar="VERB", required=True

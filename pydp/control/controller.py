@@ -1,13 +1,16 @@
 """The control layer's operations: each validates its input and changes the store in one
-transaction, or raises and changes nothing. No kernel here: the reconciler follows."""
+transaction, or raises and changes nothing. No kernel here: the reconciler follows.
+
+Services' parsing and rules live in ``pydp.control.services``; their transactions here."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from netaddr import IPNetwork
+from netaddr import IPAddress, IPNetwork
 
 from pydp.control.driver import DRIVERS, driver_for
 from pydp.control.ipam import Pool, parse_address, parse_pool
@@ -15,10 +18,14 @@ from pydp.control.model import (
     ENDPOINTS,
     NETWORKS,
     SANDBOXES,
+    SERVICES,
     SETTINGS,
     Endpoint,
     Network,
     Sandbox,
+    Service,
+    ServiceBackend,
+    ServicePort,
     Settings,
     endpoint_key,
     endpoint_prefix,
@@ -26,8 +33,21 @@ from pydp.control.model import (
     network_key,
     new_id,
     sandbox_key,
+    service_key,
 )
 from pydp.control.ports import PortMapping, check_conflicts
+from pydp.control.services import (
+    BackendRef,
+    check_network,
+    check_table,
+    choose_vip,
+    free_index,
+    parse_backend,
+    parse_spec,
+    publish_mappings,
+    resolve_backends,
+    update_backends,
+)
 from pydp.errors import ConfigError, ConflictError, NotFoundError
 from pydp.store import Store, Txn
 
@@ -76,8 +96,61 @@ def _endpoints(t: Txn, network_id: str | None = None) -> list[Endpoint]:
     return [Endpoint.from_json(e.value) for e in t.list(prefix)]
 
 
+def _services(t: Txn, network_id: str | None = None) -> list[Service]:
+    svcs = [Service.from_json(e.value) for e in t.list(SERVICES)]
+    return [s for s in svcs if network_id is None or s.network_id == network_id]
+
+
+def _find_service(t: Txn, ref: str) -> Service:
+    svcs = _services(t)
+    for s in svcs:
+        if s.name == ref or s.id == ref:
+            return s
+    matches = [s for s in svcs if len(ref) >= 3 and s.id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    raise NotFoundError(f"service {ref} not found")
+
+
+def _used_addresses(t: Txn, net: Network) -> set[IPAddress]:
+    """The network's addresses in use: its endpoints' and its services' VIPs."""
+    used = {e.address for e in _endpoints(t, net.id) if e.address is not None}
+    return used | {s.vip for s in _services(t, net.id) if s.vip is not None}
+
+
+def _published(t: Txn) -> list[PortMapping]:
+    """Every published host port: containers' (-p) and services' (--publish)."""
+    return [
+        *(p for e in _endpoints(t) for p in e.ports),
+        *(p for s in _services(t) for p in publish_mappings(s.publish)),
+    ]
+
+
+def _resolve(
+    t: Txn,
+    flag: str,
+    refs: Sequence[BackendRef],
+    net: Network,
+    new_vip: Mapping[IPAddress, str] | None = None,
+) -> tuple[ServiceBackend, ...]:
+    """Backends as given, resolved against net's endpoints; no backend may be a VIP."""
+    vips = {s.vip: s.name for s in _services(t) if s.vip is not None} | dict(new_vip or {})
+    sandboxes = {e.key.removeprefix(SANDBOXES) for e in t.list(SANDBOXES)}
+    return resolve_backends(flag, refs, net, _endpoints(t, net.id), sandboxes, vips)
+
+
+def _drop_backends(t: Txn, sandbox: str, network_id: str | None = None) -> None:
+    """A sandbox leaves (or leaves a network): its backends leave the services there, at
+    once and with their connections (not draining)."""
+    for svc in _services(t, network_id):
+        kept = tuple(b for b in svc.backends if b.sandbox != sandbox)
+        if kept != svc.backends:
+            t.put(service_key(svc.id), dataclasses.replace(svc, backends=kept).to_json())
+
+
 class Controller:
-    """Networks, sandboxes and their endpoints over a Store (libnetwork's controller).
+    """Networks, sandboxes, their endpoints and services over a Store (libnetwork's
+    controller).
 
     ``netns_prefix`` names the namespaces of this host's sandboxes, so that several
     pydp hosts on one machine never share one.
@@ -175,17 +248,22 @@ class Controller:
             if eps:
                 users = ", ".join(sorted({e.sandbox for e in eps}))
                 raise ConflictError(f"network {net.name} has active endpoints ({users})")
+            svcs = _services(t, net.id)
+            if svcs:
+                names = ", ".join(sorted(s.name for s in svcs))
+                raise ConflictError(f"network {net.name} has services ({names})")
             t.delete(network_key(net.id))
             return net
 
     def prune(self) -> list[Network]:
-        """``network prune``: remove every user network without endpoints."""
+        """``network prune``: remove every user network without endpoints or services."""
         with self.store.transaction() as t:
             gone = []
             for net in _networks(t):
-                if net.name not in PREDEFINED and not _endpoints(t, net.id):
-                    t.delete(network_key(net.id))
-                    gone.append(net)
+                if net.name in PREDEFINED or _endpoints(t, net.id) or _services(t, net.id):
+                    continue
+                t.delete(network_key(net.id))
+                gone.append(net)
             return sorted(gone, key=lambda n: n.name)
 
     # settings -----------------------------------------------------------------------------
@@ -250,6 +328,7 @@ class Controller:
             for ep in _endpoints(t):
                 if ep.sandbox == name:
                     t.delete(endpoint_key(ep.network_id, ep.id))
+            _drop_backends(t, name)
             t.delete(sandbox_key(name))
             return sb
 
@@ -275,7 +354,7 @@ class Controller:
         drv = DRIVERS[net.driver]
         addr = None
         if drv.uses_ipam and net.pool is not None:
-            used = {e.address for e in _endpoints(t, net.id) if e.address is not None}
+            used = _used_addresses(t, net)
             owner = f"network {net.name}"
             if ip is not None:
                 addr = net.pool.check_static(parse_address("--ip", ip), used, owner)
@@ -296,7 +375,7 @@ class Controller:
         ports asked for with 0 (Docker's range, 49153-65535, lowest first)."""
         if net.pool is None:
             raise ConfigError(f"--publish: network {net.name} ({net.driver}) has no addresses")
-        published = [p for e in _endpoints(t) for p in e.ports]
+        published = _published(t)
         check_conflicts(ports, published)
         taken = {(p.proto, p.host_port) for p in [*published, *ports]}
         out = []
@@ -338,6 +417,7 @@ class Controller:
             for ep in _endpoints(t, net.id):
                 if ep.sandbox == sb.name:
                     t.delete(endpoint_key(net.id, ep.id))
+                    _drop_backends(t, sb.name, net.id)
                     return ep
             raise NotFoundError(f"sandbox {sb.name} is not connected to network {net.name}")
 
@@ -348,6 +428,95 @@ class Controller:
 
     def subnets(self) -> dict[str, IPNetwork]:
         return {n.name: n.pool.subnet for n in self.networks() if n.pool is not None}
+
+    # services -----------------------------------------------------------------------------
+    def create_service(
+        self,
+        name: str,
+        network: str,
+        ports: Sequence[str | ServicePort],
+        vip: str | IPAddress | None = None,
+        mode: str = "vip",
+        publish: Sequence[str | tuple[int, ServicePort]] = (),
+        backends: Sequence[str | BackendRef] = (),
+        lb: str = "maglev",
+        maglev_size: str | int | None = None,
+    ) -> Service:
+        """``service create``: a VIP (given, or the pool's next free address; none in dnsrr
+        mode), ports, published ports and backends, checked, then stored."""
+        _check_name("service", name)
+        spec = parse_spec(ports, vip, mode, publish, lb, maglev_size)
+        refs = [parse_backend(b) for b in backends]
+        self.ensure_defaults()
+        with self.store.transaction() as t:
+            svcs = _services(t)
+            if any(s.name == name for s in svcs):
+                raise ConflictError(f"service {name} already exists")
+            net = _find_network(t, network)
+            check_network(net)
+            addr = None
+            if spec.mode == "vip":
+                addr = choose_vip(net, spec.vip, _used_addresses(t, net))
+            found = _resolve(t, "--backend", refs, net, {} if addr is None else {addr: name})
+            check_conflicts(publish_mappings(spec.publish), _published(t))
+            svc = Service(
+                new_id(),
+                name,
+                net.id,
+                free_index({s.index for s in svcs}),
+                addr,
+                spec.ports,
+                spec.mode,
+                spec.publish,
+                found,
+                spec.lb,
+                spec.maglev_size,
+                time.time(),
+            )
+            check_table(svc)
+            t.put(service_key(svc.id), svc.to_json())
+            return svc
+
+    def services(self) -> list[Service]:
+        with self.store.transaction() as t:
+            return sorted(_services(t), key=lambda s: s.name)
+
+    def service(self, ref: str) -> Service:
+        """A service by name, id or unique id prefix."""
+        with self.store.transaction() as t:
+            return _find_service(t, ref)
+
+    def remove_service(self, ref: str) -> Service:
+        """``service rm``: the service goes, its VIP and index return to their pools."""
+        with self.store.transaction() as t:
+            svc = _find_service(t, ref)
+            t.delete(service_key(svc.id))
+            return svc
+
+    def update_service(
+        self,
+        ref: str,
+        add: Sequence[str | BackendRef] = (),
+        remove: Sequence[str | BackendRef] = (),
+        weights: Mapping[str, int] | Mapping[BackendRef, int] | None = None,
+        drain: bool = False,
+    ) -> Service:
+        """``service update``: remove backends (``drain``: kept as draining, their live
+        connections left alone), add backends, set weights; all or nothing."""
+        adds = [parse_backend(b, "--backend-add") for b in add]
+        rms = [parse_backend(b, "--backend-rm", existing=True) for b in remove]
+        ws = [(parse_backend(b, "--weight", True), w) for b, w in (weights or {}).items()]
+        if drain and not rms:
+            raise ConfigError("--drain: only with --backend-rm")
+        with self.store.transaction() as t:
+            svc = _find_service(t, ref)
+            net = _find_network(t, svc.network_id)
+            found = _resolve(t, "--backend-add", adds, net)
+            new = dataclasses.replace(svc, backends=update_backends(svc, found, rms, ws, drain))
+            check_table(new)
+            if new != svc:
+                t.put(service_key(new.id), new.to_json())
+            return new
 
 
 def _port_range(flag: str, text: str) -> tuple[int, int]:

@@ -1,8 +1,8 @@
 """IP address management: Docker's default pools, subnet validation, address allocation.
 
 Pure functions over netaddr objects: no store and no kernel. The addresses in
-use come from the store's endpoints, so an address returns to its pool the
-moment its endpoint goes.
+use come from the store's endpoints and service VIPs, so an address returns to
+its pool the moment its endpoint or service goes.
 """
 
 from __future__ import annotations
@@ -81,14 +81,16 @@ class Pool:
         where = self.ip_range or self.subnet
         raise ConflictError(f"{owner}: no free address left in {where} (the pool is exhausted)")
 
-    def check_static(self, addr: IPAddress, used: Collection[IPAddress], owner: str) -> IPAddress:
-        """A requested --ip: inside the subnet, not reserved, not in use."""
+    def check_static(
+        self, addr: IPAddress, used: Collection[IPAddress], owner: str, flag: str = "--ip"
+    ) -> IPAddress:
+        """A requested address (--ip, --vip): inside the subnet, not reserved, not in use."""
         if addr not in self.subnet:
-            raise ConfigError(f"--ip: {addr} is outside the subnet {self.subnet} of {owner}")
+            raise ConfigError(f"{flag}: {addr} is outside the subnet {self.subnet} of {owner}")
         if addr in self.reserved():
-            raise ConfigError(f"--ip: {addr} is reserved in {owner} (network, gateway or aux)")
+            raise ConfigError(f"{flag}: {addr} is reserved in {owner} (network, gateway or aux)")
         if addr in used:
-            raise ConflictError(f"--ip: {addr} is already in use in {owner}")
+            raise ConflictError(f"{flag}: {addr} is already in use in {owner}")
         return addr
 
     def to_json(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The Container Network Model as pydp stores it: networks, endpoints, sandboxes.
+"""The Container Network Model as pydp stores it: networks, endpoints, sandboxes, services.
 
 Value objects only (frozen dataclasses with JSON forms); the rules live in
 ``pydp.control.controller`` and the kernel side in ``pydp.agent``.
@@ -19,11 +19,18 @@ from pydp.control.ipam import Pool
 from pydp.control.ports import PortMapping
 
 __all__ = [
+    "ENDPOINTS",
     "NAT_PORTS_DEFAULT",
+    "NETWORKS",
+    "SANDBOXES",
+    "SERVICES",
     "SETTINGS",
     "Endpoint",
     "Network",
     "Sandbox",
+    "Service",
+    "ServiceBackend",
+    "ServicePort",
     "Settings",
     "endpoint_key",
     "endpoint_prefix",
@@ -31,11 +38,13 @@ __all__ = [
     "network_key",
     "new_id",
     "sandbox_key",
+    "service_key",
 ]
 
 NETWORKS = "/networks/"
 ENDPOINTS = "/endpoints/"
 SANDBOXES = "/sandboxes/"
+SERVICES = "/services/"
 
 
 def new_id() -> str:
@@ -58,6 +67,10 @@ def endpoint_key(network_id: str, endpoint_id: str) -> str:
 
 def sandbox_key(name: str) -> str:
     return f"{SANDBOXES}{name}"
+
+
+def service_key(service_id: str) -> str:
+    return f"{SERVICES}{service_id}"
 
 
 def _ip4(text: str) -> IPAddress:
@@ -176,6 +189,136 @@ class Sandbox:
     def from_json(cls, text: str) -> Sandbox:
         d: dict[str, Any] = json.loads(text)
         return cls(d["name"], d["id"], d["netns"], d["created"])
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    """A port a service serves on its VIP (``--port 80/tcp``)."""
+
+    port: int  # 1-65535
+    proto: str = "tcp"  # "tcp" or "udp"
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.proto}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"port": self.port, "proto": self.proto}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ServicePort:
+        return cls(d["port"], d["proto"])
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceBackend:
+    """One backend of a service, its address resolved (a SANDBOX backend's: its endpoint's
+    address on the service's network)."""
+
+    address: IPAddress
+    port: int | None  # None: the same port as the service port it serves
+    weight: int = 1  # >= 0; 0 takes no new connections
+    sandbox: str | None = None  # set when given as SANDBOX[:PORT]
+    draining: bool = False  # removed with --drain: no new connections, live ones kept
+
+    @property
+    def identity(self) -> str:
+        """The Maglev hash input (``pydp.control.maglev``): the same on every host."""
+        return f"{self.address}" if self.port is None else f"{self.address}:{self.port}"
+
+    @property
+    def spec(self) -> str:
+        """The backend as given: SANDBOX[:PORT] or IP:PORT."""
+        if self.sandbox is None:
+            return self.identity
+        return self.sandbox if self.port is None else f"{self.sandbox}:{self.port}"
+
+    @property
+    def active(self) -> bool:
+        """Whether it takes new connections: not draining, weight above 0."""
+        return not self.draining and self.weight > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": str(self.address),
+            "port": self.port,
+            "weight": self.weight,
+            "sandbox": self.sandbox,
+            "draining": self.draining,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ServiceBackend:
+        return cls(_ip4(d["address"]), d["port"], d["weight"], d["sandbox"], d["draining"])
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A service: a VIP (none in dnsrr mode) and ports in front of a set of backends."""
+
+    id: str
+    name: str
+    network_id: str
+    index: int  # 1..65535, unique among services: the datapath's service id (reused after rm)
+    vip: IPAddress | None  # None in dnsrr mode
+    ports: tuple[ServicePort, ...]
+    mode: str = "vip"  # "vip" or "dnsrr"
+    publish: tuple[tuple[int, ServicePort], ...] = ()  # (host port, the service port it leads to)
+    backends: tuple[ServiceBackend, ...] = ()
+    lb: str = "maglev"  # "maglev" or "random"
+    maglev_size: int | None = None  # None: maglev.default_size(number of active backends)
+    created: float = 0.0
+
+    def active_backends(self) -> tuple[ServiceBackend, ...]:
+        """The backends that take new connections (not draining, weight above 0)."""
+        return tuple(b for b in self.backends if b.active)
+
+    def table_size(self) -> int:
+        """Slots of the service's table: Maglev's M, or one per active backend (random)."""
+        n = len(self.active_backends())
+        if self.lb == "random":
+            return n
+        if self.maglev_size is not None:
+            return self.maglev_size
+        from pydp.control.maglev import default_size  # numpy: only when a table is sized
+
+        return default_size(n)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "name": self.name,
+                "network_id": self.network_id,
+                "index": self.index,
+                "vip": None if self.vip is None else str(self.vip),
+                "ports": [p.to_json() for p in self.ports],
+                "mode": self.mode,
+                "publish": [[host, p.to_json()] for host, p in self.publish],
+                "backends": [b.to_json() for b in self.backends],
+                "lb": self.lb,
+                "maglev_size": self.maglev_size,
+                "created": self.created,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Service:
+        d: dict[str, Any] = json.loads(text)
+        return cls(
+            d["id"],
+            d["name"],
+            d["network_id"],
+            d["index"],
+            None if d["vip"] is None else _ip4(d["vip"]),
+            tuple(ServicePort.from_json(p) for p in d["ports"]),
+            d["mode"],
+            tuple((int(host), ServicePort.from_json(p)) for host, p in d["publish"]),
+            tuple(ServiceBackend.from_json(b) for b in d["backends"]),
+            d["lb"],
+            d["maglev_size"],
+            d["created"],
+        )
 
 
 SETTINGS = "/system/settings"
