@@ -23,7 +23,7 @@ int xdp_uplink(struct xdp_md *ctx)
 		return metrics_xdp_exit(ctx, XDP_PASS, REASON_XDP_PASS); /* TC counts the drop */
 	if (!p.ip4)
 		return metrics_xdp_exit(ctx, XDP_PASS, REASON_XDP_PASS);
-	ret = nat4_from_netdev_xdp(&p, data_end, &reason);
+	ret = nat4_from_netdev_xdp(ctx, &p, data_end, &reason);
 	if (ret < 0)
 		return metrics_xdp_exit(ctx, XDP_DROP, -ret);
 	return metrics_xdp_exit(ctx, ret, reason);

@@ -198,6 +198,41 @@ static __always_inline int nat4_host_socket(struct __sk_buff *skb, const struct 
 	return 1;
 }
 
+/* The port search of masquerade and hairpin: the first candidate (the original port, in
+ * rk->dport) or ports of the NAT range from a start derived from the tuple, until the reply
+ * tuple rk is free -- no live entry of another connection (owner_addr:owner_port is the
+ * connection's own side, which may have it already), no host socket toward the same peer.
+ * Returns the port (network order, >= 0) or -DROP_NAT_NO_PORT. A global function: the
+ * verifier checks its loop once instead of once per caller and caller's state. */
+__attribute__((noinline)) int nat4_port_search(struct __sk_buff *skb, struct nat_key *rk,
+					       __u32 start, __be32 owner_addr, __be16 owner_port)
+{
+	const struct host_config *cfg = nat4_config();
+	__u64 now = bpf_ktime_get_ns();
+	__u32 range, i;
+	__be16 cand;
+
+	if (!skb || !rk || !cfg)
+		return -DROP_NAT_NO_PORT;
+	cand = rk->dport;
+	range = cfg->nat_port_max >= cfg->nat_port_min ?
+			(__u32)cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
+	for (i = 0; i < NAT_PORT_TRIES; i++) {
+		const struct nat_entry *old;
+
+		if (i)
+			cand = bpf_htons((__u16)(cfg->nat_port_min + (start + i) % range));
+		rk->dport = cand;
+		old = bpf_map_lookup_elem(&pydp_nat, rk);
+		if (old && old->expires >= now && (old->addr != owner_addr || old->port != owner_port))
+			continue; /* taken by another live connection */
+		if (rk->proto != IPPROTO_ICMP && nat4_host_socket(skb, rk))
+			continue; /* the host's own connection from this port to the same peer */
+		return cand;
+	}
+	return -DROP_NAT_NO_PORT;
+}
+
 /* A new masqueraded connection for p (tuple k, egress): keep the source port when the
  * reply tuple is free, else try ports of the configured range from a start derived from
  * the tuple. Writes the ingress entry (reply -> original, with the L2 to deliver it) and
@@ -207,17 +242,25 @@ static __always_inline int nat4_host_socket(struct __sk_buff *skb, const struct 
  * toward the same peer is skipped (one socket lookup per new connection, not per packet).
  * Two CPUs racing for one port may both win it (BPF_ANY): the later entry replaces the
  * earlier and one connection's replies are lost, as with an LRU eviction. */
-static __always_inline int nat4_snat_new(struct __sk_buff *skb, const struct pkt *p,
-					 const struct host_config *cfg, const struct nat_key *k,
-					 __u64 now, __be16 *port)
+__attribute__((noinline)) int nat4_snat_new(struct __sk_buff *skb, const struct nat_key *k,
+					    __be16 *port)
 {
-	struct subnet_key sk = { .prefixlen = 32, .addr = k->daddr };
+	/* A global function (see nat4_port_search): the packet is parsed again. */
+	const struct host_config *cfg = nat4_config();
+	struct pkt pk = {}, *p = &pk;
+	__u64 now = bpf_ktime_get_ns();
+	struct subnet_key sk = { .prefixlen = 32 };
 	const struct network_info *net;
 	struct nat_entry rv = {}, fv = {};
 	struct nat_key rk = {};
-	__u32 network, range, start, i;
-	__be16 cand = k->sport;
+	__u32 network, start;
+	int cand;
 
+	if (!skb || !k || !port || !cfg)
+		return -DROP_INVALID_IP;
+	if (parse_pkt((void *)(long)skb->data, (void *)(long)skb->data_end, p) || !p->ip4)
+		return -DROP_INVALID_IP;
+	sk.addr = k->daddr;
 	if (bpf_map_lookup_elem(&pydp_subnets, &sk))
 		return NAT_SKIP; /* inside a pydp network: not masqueraded */
 	if (!nat4_src_network(skb, k->saddr, &network))
@@ -240,34 +283,24 @@ static __always_inline int nat4_snat_new(struct __sk_buff *skb, const struct pkt
 	rk.proto = k->proto;
 	rk.dir = NAT_DIR_INGRESS;
 
-	range = cfg->nat_port_max >= cfg->nat_port_min ?
-			(__u32)cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
 	start = (k->saddr ^ k->daddr ^ ((__u32)k->sport << 16 | k->dport)) * 2654435761u;
-	for (i = 0; i < NAT_PORT_TRIES; i++) {
-		const struct nat_entry *old;
-
-		if (i)
-			cand = bpf_htons((__u16)(cfg->nat_port_min + (start + i) % range));
-		rk.dport = cand;
-		old = bpf_map_lookup_elem(&pydp_nat, &rk);
-		if (old && old->expires >= now && (old->addr != k->saddr || old->port != k->sport))
-			continue; /* taken by another live connection */
-		if (k->proto != IPPROTO_ICMP && nat4_host_socket(skb, &rk))
-			continue; /* the host's own connection from this port to the same peer */
-		if (bpf_map_update_elem(&pydp_nat, &rk, &rv, BPF_ANY))
-			return -DROP_CT_CREATE;
-		fv = rv;
-		fv.addr = cfg->uplink_addr;
-		fv.port = cand;
-		fv.ifindex = 0;
-		__builtin_memset(fv.dmac, 0, ETH_ALEN);
-		__builtin_memset(fv.smac, 0, ETH_ALEN);
-		if (bpf_map_update_elem(&pydp_nat, k, &fv, BPF_ANY))
-			return -DROP_CT_CREATE;
-		*port = cand;
-		return 0;
-	}
-	return -DROP_NAT_NO_PORT;
+	rk.dport = k->sport;
+	cand = nat4_port_search(skb, &rk, start, k->saddr, k->sport);
+	if (cand < 0)
+		return cand;
+	rk.dport = (__be16)cand;
+	if (bpf_map_update_elem(&pydp_nat, &rk, &rv, BPF_ANY))
+		return -DROP_CT_CREATE;
+	fv = rv;
+	fv.addr = cfg->uplink_addr;
+	fv.port = (__be16)cand;
+	fv.ifindex = 0;
+	__builtin_memset(fv.dmac, 0, ETH_ALEN);
+	__builtin_memset(fv.smac, 0, ETH_ALEN);
+	if (bpf_map_update_elem(&pydp_nat, k, &fv, BPF_ANY))
+		return -DROP_CT_CREATE;
+	*port = (__be16)cand;
+	return 0;
 }
 
 /* The published port k (a TCP or UDP tuple) is addressed to, or NULL. A wildcard entry
@@ -323,9 +356,8 @@ static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
 static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p,
 					    const struct host_config *cfg,
 					    const struct nat_key *k, __u64 now, __u32 *reason);
-static __always_inline int nat4_hairpin_to(struct __sk_buff *skb, struct pkt *p,
-					   const struct host_config *cfg, const struct nat_key *k,
-					   __u64 now, __u32 *reason, __be32 baddr, __be16 bport);
+__attribute__((noinline)) int nat4_hairpin_to(struct __sk_buff *skb, const struct nat_key *k,
+					      __be32 baddr, __be16 bport, __u32 *reason);
 
 /* Deliver (TC) a packet of a service connection as entry e says, into the backend's or
  * the client's netns. The VIP is in the client's own subnet (answered by ARP), so this is
@@ -368,24 +400,36 @@ static __always_inline int lb4_tracked(struct __sk_buff *skb, struct pkt *p,
  * translated on both sides as for a published port (it sees the gateway as the source).
  * Only clients on the service's network reach it. Returns a TC verdict with *reason, or a
  * negative DROP_* (-DROP_LB_NO_BACKEND: an empty table). */
-static __always_inline int lb4_new(struct __sk_buff *skb, struct pkt *p,
-				   const struct host_config *cfg, const struct nat_key *k,
-				   const struct svc_info *svc, __u64 now, __u32 *reason)
+#define LB_HAIRPIN 100 /* lb4_new: the client is its own backend (in *hp): hairpin it */
+
+__attribute__((noinline)) int lb4_new(struct __sk_buff *skb, const struct nat_key *k,
+				      const struct svc_info *svc, __u32 *reason,
+				      struct lb_backend *hp)
 {
+	/* A global function (see nat4_port_search): the packet is parsed again. */
 	struct nat_entry fwd = {}, rev = {};
 	const struct endpoint_info *ep;
+	struct pkt pk = {}, *p = &pk;
 	struct nat_key rk = {};
 	struct lb_backend be;
+	__u64 now;
 	__u32 cnet;
 	int ret;
 
+	if (!skb || !k || !svc || !reason || !hp)
+		return -DROP_INVALID_IP;
+	if (parse_pkt((void *)(long)skb->data, (void *)(long)skb->data_end, p) || !p->l4)
+		return -DROP_INVALID_L4;
+	now = bpf_ktime_get_ns();
 	if (!nat4_src_network(skb, k->saddr, &cnet) || cnet != svc->network)
 		return -DROP_NET_ISOLATED;
 	ret = lb4_select(svc, k->saddr, k->daddr, k->sport, k->dport, k->proto, &be);
 	if (ret)
 		return ret;
-	if (be.addr == k->saddr)
-		return nat4_hairpin_to(skb, p, cfg, k, now, reason, be.addr, be.port);
+	if (be.addr == k->saddr) {
+		*hp = be; /* the caller hairpins: two global calls deep would overflow the stack */
+		return LB_HAIRPIN;
+	}
 	ep = ep4_lookup(be.addr);
 	if (!ep)
 		return -DROP_LB_NOT_LOCAL;
@@ -425,15 +469,29 @@ static __always_inline int lb4_new(struct __sk_buff *skb, struct pkt *p,
 /* A service with no backend for k's packet p: TCP gets a reset, UDP a port unreachable
  * from the VIP (as a host with no socket there answers), sent back out of the interface it
  * came in on; counted DROP_LB_NO_BACKEND. Returns TC_ACT_REDIRECT or a negative DROP_*. */
-static __always_inline int lb4_no_backend(struct __sk_buff *skb, struct pkt *p,
-					  const struct nat_key *k, __u32 *reason)
+__attribute__((noinline)) int lb4_reply(struct __sk_buff *skb, __be32 src)
 {
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct pkt p = {};
 	int ret;
 
-	if (k->proto == IPPROTO_TCP)
-		ret = reply4_tcp_rst(skb, p);
+	/* A global function: the verifier checks it once, not once per caller's state (the
+	 * replies' loops would multiply the callers' paths). So it parses the packet again. */
+	if (!skb || parse_pkt(data, data_end, &p) || !p.ip4)
+		return -DROP_NO_REPLY;
+	if (p.l4_proto == IPPROTO_TCP)
+		ret = reply4_tcp_rst(skb, &p);
 	else
-		ret = reply4_icmp_unreach(skb, p, ICMP_PORT_UNREACH, k->daddr);
+		ret = reply4_icmp_unreach(skb, &p, ICMP_PORT_UNREACH, src);
+	return ret;
+}
+
+static __always_inline int lb4_no_backend(struct __sk_buff *skb, const struct nat_key *k,
+					  __u32 *reason)
+{
+	int ret = lb4_reply(skb, k->daddr);
+
 	if (ret)
 		return ret;
 	*reason = DROP_LB_NO_BACKEND;
@@ -496,9 +554,13 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 		const struct svc_info *svc = lb4_lookup(k.daddr, k.dport, k.proto);
 
 		if (svc) {
-			ret = lb4_new(skb, p, cfg, &k, svc, now, reason);
+			struct lb_backend hp = {};
+
+			ret = lb4_new(skb, &k, svc, reason, &hp);
 			if (ret == -DROP_LB_NO_BACKEND)
-				return lb4_no_backend(skb, p, &k, reason);
+				return lb4_no_backend(skb, &k, reason);
+			if (ret == LB_HAIRPIN)
+				return nat4_hairpin_to(skb, &k, hp.addr, hp.port, reason);
 			return ret;
 		}
 	}
@@ -526,7 +588,7 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 		*reason = (e->flags & NAT_F_DNAT) ? REASON_REV_NAT : REASON_SNAT;
 		port = e->port;
 	} else {
-		ret = nat4_snat_new(skb, p, cfg, &k, now, &port);
+		ret = nat4_snat_new(skb, &k, &port);
 		if (ret)
 			return ret == NAT_SKIP ? TC_ACT_OK : ret;
 		*reason = REASON_SNAT;
@@ -734,7 +796,7 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 	}
 	ret = nat4_dnat_new(p, cfg, &k, now, &in);
 	if (ret == -DROP_LB_NO_BACKEND)
-		return lb4_no_backend(skb, p, &k, reason); /* a published service port */
+		return lb4_no_backend(skb, &k, reason); /* a published service port */
 	if (!ret) {
 		*reason = REASON_DNAT;
 		ret = nat4_rewrite_skb(skb, p, 1, in.addr, in.port);
@@ -753,19 +815,19 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
  * pydp_subnets, else the address the host's FIB prefers toward B (BPF_FIB_LOOKUP_SRC,
  * kernel >= 6.8; an input lookup from the client's interface, which needs forwarding on,
  * as any routed hop does). 0 when neither gives one. */
-static __always_inline __be32 nat4_hairpin_src(struct __sk_buff *skb, const struct nat_key *k,
-					       __be32 backend)
+__attribute__((noinline)) __be32 nat4_fib_src(struct __sk_buff *skb, __be32 client,
+					      __be32 backend, __u32 proto)
 {
-	struct subnet_key sk = { .prefixlen = 32, .addr = backend };
-	const struct subnet_info *si = bpf_map_lookup_elem(&pydp_subnets, &sk);
+	/* global (see nat4_port_search): bpf_fib_lookup's 64-byte struct stays off the
+	 * callers' frames */
 	struct bpf_fib_lookup fib = {};
 	long ret;
 
-	if (si && si->gateway)
-		return si->gateway;
+	if (!skb)
+		return 0;
 	fib.family = AF_INET;
-	fib.l4_protocol = k->proto;
-	fib.ipv4_src = k->saddr;
+	fib.l4_protocol = (__u8)proto;
+	fib.ipv4_src = client;
 	fib.ipv4_dst = backend;
 	fib.ifindex = skb->ifindex;
 	ret = bpf_fib_lookup(skb, &fib, sizeof(fib),
@@ -773,6 +835,17 @@ static __always_inline __be32 nat4_hairpin_src(struct __sk_buff *skb, const stru
 	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return 0;
 	return fib.ipv4_src;
+}
+
+static __always_inline __be32 nat4_hairpin_src(struct __sk_buff *skb, const struct nat_key *k,
+					       __be32 backend)
+{
+	struct subnet_key sk = { .prefixlen = 32, .addr = backend };
+	const struct subnet_info *si = bpf_map_lookup_elem(&pydp_subnets, &sk);
+
+	if (si && si->gateway)
+		return si->gateway;
+	return nat4_fib_src(skb, k->saddr, backend, k->proto);
 }
 
 /* Hairpin: a container (C:cp) to a published port of its own host (H:hp) that leads to a
@@ -788,19 +861,27 @@ static __always_inline __be32 nat4_hairpin_src(struct __sk_buff *skb, const stru
  * their tuples never reach the NAT lookup first). gp is cp when free, else a port of the
  * NAT range, as masquerade picks it; a port a host socket holds toward B:bp is skipped.
  * Returns a TC verdict with *reason, NAT_SKIP when k is no hairpin, or a negative DROP_*. */
-static __always_inline int nat4_hairpin_to(struct __sk_buff *skb, struct pkt *p,
-					   const struct host_config *cfg, const struct nat_key *k,
-					   __u64 now, __u32 *reason, __be32 baddr, __be16 bport)
+__attribute__((noinline)) int nat4_hairpin_to(struct __sk_buff *skb, const struct nat_key *k,
+					      __be32 baddr, __be16 bport, __u32 *reason)
 {
-	struct nat_entry k1 = {}, k2 = {}, r1 = {};
-	struct nat_key k2k = {}, r1k = {};
+	/* A global function, checked once by the verifier (see nat4_port_search): it takes
+	 * the skb and scalars and parses the packet again; its four entries are written from
+	 * one scratch entry, so its frame stays small (the stack holds 512 bytes for the
+	 * whole call chain). */
+	const struct host_config *cfg = nat4_config();
+	struct pkt pk = {}, *p = &pk;
 	const struct endpoint_info *ep;
 	const struct network_info *net;
-	__u32 range, start, i;
+	struct nat_key kk = {};
+	struct nat_entry e = {};
+	__u32 start;
 	__be32 gw;
-	__be16 cand = k->sport;
-	int ret;
+	int cand, ret;
 
+	if (!skb || !k || !reason || !cfg)
+		return -DROP_INVALID_IP;
+	if (parse_pkt((void *)(long)skb->data, (void *)(long)skb->data_end, p) || !p->l4)
+		return -DROP_INVALID_L4;
 	ep = ep4_lookup(baddr);
 	if (!ep)
 		return -DROP_NAT_NO_EP;
@@ -809,78 +890,67 @@ static __always_inline int nat4_hairpin_to(struct __sk_buff *skb, struct pkt *p,
 		return -DROP_HAIRPIN_NO_SRC;
 	net = bpf_map_lookup_elem(&pydp_networks, &ep->network);
 
-	k1.state = ct_initial_state(ct_tcp_flags(p));
-	k1.expires = now + ct_timeout_ns(k->proto, k1.state);
-	k2.state = r1.state = k1.state;
-	k2.expires = r1.expires = k1.expires;
-	k1.flags = NAT_F_HAIRPIN | NAT_F_DNAT;
-	k1.addr = baddr;
-	k1.port = bport;
-	k1.ifindex = ep->ifindex;
-	__builtin_memcpy(k1.dmac, ep->mac, ETH_ALEN);
-	if (net)
-		__builtin_memcpy(k1.smac, net->gw_mac, ETH_ALEN);
-	else
-		__builtin_memcpy(k1.smac, p->eth->h_dest, ETH_ALEN);
-	r1.flags = NAT_F_HAIRPIN | NAT_F_SNAT;
-	r1.addr = k->saddr;
-	r1.port = k->sport;
-	r1.ifindex = skb->ifindex;
-	__builtin_memcpy(r1.dmac, p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(r1.smac, p->eth->h_dest, ETH_ALEN); /* the gateway MAC C used */
-	k2.flags = NAT_F_HAIRPIN;
-	k2.addr = gw;
-	r1k.saddr = baddr;
-	r1k.daddr = gw;
-	r1k.sport = bport;
-	r1k.proto = k->proto;
-	r1k.dir = NAT_DIR_EGRESS;
-
-	range = cfg->nat_port_max >= cfg->nat_port_min ?
-			(__u32)cfg->nat_port_max - cfg->nat_port_min + 1 : 1;
+	/* gp: the client's port when free toward B:bp, else one of the NAT range */
+	kk.saddr = baddr;
+	kk.daddr = gw;
+	kk.sport = bport;
+	kk.dport = k->sport;
+	kk.proto = k->proto;
+	kk.dir = NAT_DIR_EGRESS;
 	start = (k->saddr ^ baddr ^ ((__u32)k->sport << 16 | bport)) * 2654435761u;
-	for (i = 0; i < NAT_PORT_TRIES; i++) {
-		const struct nat_entry *old;
+	cand = nat4_port_search(skb, &kk, start, k->saddr, k->sport);
+	if (cand < 0)
+		return cand;
 
-		if (i)
-			cand = bpf_htons((__u16)(cfg->nat_port_min + (start + i) % range));
-		r1k.dport = cand;
-		old = bpf_map_lookup_elem(&pydp_nat, &r1k);
-		if (old && old->expires >= now && (old->addr != k->saddr || old->port != k->sport))
-			continue; /* taken by another live connection */
-		if (nat4_host_socket(skb, &r1k))
-			continue; /* the host's own connection from G:cand to B:bp */
-		k2.port = cand;
-		k2k.saddr = k->saddr;
-		k2k.daddr = baddr;
-		k2k.sport = k->sport;
-		k2k.dport = bport;
-		k2k.proto = k->proto;
-		k2k.dir = NAT_DIR_EGRESS;
-		if (bpf_map_update_elem(&pydp_nat, &r1k, &r1, BPF_ANY) ||
-		    bpf_map_update_elem(&pydp_nat, &k2k, &k2, BPF_ANY))
-			return -DROP_CT_CREATE;
-		/* R2 reuses k2k's and r1's storage: B:bp -> C:cp, src := H:hp */
-		k2k.saddr = baddr;
-		k2k.daddr = k->saddr;
-		k2k.sport = bport;
-		k2k.dport = k->sport;
-		r1.flags = NAT_F_HAIRPIN;
-		r1.addr = k->daddr;
-		r1.port = k->dport;
-		r1.ifindex = 0;
-		__builtin_memset(r1.dmac, 0, ETH_ALEN);
-		__builtin_memset(r1.smac, 0, ETH_ALEN);
-		if (bpf_map_update_elem(&pydp_nat, &k2k, &r1, BPF_ANY) ||
-		    bpf_map_update_elem(&pydp_nat, k, &k1, BPF_ANY))
-			return -DROP_CT_CREATE;
-		*reason = REASON_HAIRPIN;
-		if ((ret = nat4_rewrite_skb(skb, p, 1, k1.addr, k1.port)) ||
-		    (ret = nat4_rewrite_skb(skb, p, 0, gw, cand)))
-			return ret;
-		return nat4_deliver(p, &k1);
-	}
-	return -DROP_NAT_NO_PORT;
+	e.state = ct_initial_state(ct_tcp_flags(p));
+	e.expires = bpf_ktime_get_ns() + ct_timeout_ns(k->proto, e.state);
+	/* R1  B:bp -> G:gp   dst := C:cp, deliver to C */
+	kk.dport = (__be16)cand;
+	e.flags = NAT_F_HAIRPIN | NAT_F_SNAT;
+	e.addr = k->saddr;
+	e.port = k->sport;
+	e.ifindex = skb->ifindex;
+	__builtin_memcpy(e.dmac, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(e.smac, p->eth->h_dest, ETH_ALEN); /* the gateway MAC C used */
+	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	/* R2  B:bp -> C:cp   src := H:hp */
+	kk.daddr = k->saddr;
+	kk.dport = k->sport;
+	e.flags = NAT_F_HAIRPIN;
+	e.addr = k->daddr;
+	e.port = k->dport;
+	e.ifindex = 0;
+	__builtin_memset(e.dmac, 0, ETH_ALEN);
+	__builtin_memset(e.smac, 0, ETH_ALEN);
+	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	/* K2  C:cp -> B:bp   src := G:gp */
+	kk.saddr = k->saddr;
+	kk.daddr = baddr;
+	kk.sport = k->sport;
+	kk.dport = bport;
+	e.addr = gw;
+	e.port = (__be16)cand;
+	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	/* K1  C:cp -> H:hp   dst := B:bp, deliver to B (written last: it is the lookup key) */
+	e.flags = NAT_F_HAIRPIN | NAT_F_DNAT;
+	e.addr = baddr;
+	e.port = bport;
+	e.ifindex = ep->ifindex;
+	__builtin_memcpy(e.dmac, ep->mac, ETH_ALEN);
+	if (net)
+		__builtin_memcpy(e.smac, net->gw_mac, ETH_ALEN);
+	else
+		__builtin_memcpy(e.smac, p->eth->h_dest, ETH_ALEN);
+	if (bpf_map_update_elem(&pydp_nat, k, &e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	*reason = REASON_HAIRPIN;
+	if ((ret = nat4_rewrite_skb(skb, p, 1, baddr, bport)) ||
+	    (ret = nat4_rewrite_skb(skb, p, 0, gw, (__be16)cand)))
+		return ret;
+	return nat4_deliver(p, &e);
 }
 
 /* Hairpin, a new connection: k (a container's packet) to a published port of its own host
@@ -899,7 +969,10 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 	ret = nat4_port_resolve(cfg, k, &addr, &port);
 	if (ret)
 		return ret;
-	return nat4_hairpin_to(skb, p, cfg, k, now, reason, addr, port);
+	ret = nat4_hairpin_to(skb, k, addr, port, reason);
+	/* never NAT_SKIP (its verdicts are TC_ACT_REDIRECT or negative): the caller goes on
+	 * with p only after NAT_SKIP, and a global function may have moved the packet */
+	return ret == NAT_SKIP ? -DROP_REDIRECT : ret;
 }
 
 /* Hairpin, a tracked connection: e is K1 (the client's packet) or R1 (the backend's reply)
@@ -1016,18 +1089,30 @@ static __always_inline int nat4_csum_partial(const struct pkt *p, void *data_end
 	return 1;
 }
 
-/* Compute p's TCP/UDP checksum in full (pseudo-header, header, payload), as offload would
- * have. Returns 0 or -DROP_INVALID_IP when the segment is not all in the frame. */
-static __always_inline int nat4_csum_full(struct pkt *p, void *data_end)
+/* Compute the frame's TCP/UDP checksum in full (pseudo-header, header, payload), as
+ * offload would have. Returns 0 or -DROP_INVALID_IP when the segment is not all in the
+ * frame. A global function: its loops are checked once by the verifier, not once per
+ * caller's state (that took the XDP object's load from milliseconds to seconds); so it
+ * parses the frame again. */
+__attribute__((noinline)) int nat4_csum_full(struct xdp_md *ctx)
 {
-	__sum16 *c = nat4_l4_csum_field(p);
-	__u32 left = nat4_l4_len(p);
-	__u8 *pos = p->l4;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt pk = {}, *p = &pk;
+	__sum16 *c;
+	__u32 left;
+	__u8 *pos;
 	__u16 sum;
 	__u64 s;
 	long r;
 	int i;
 
+	if (!ctx || parse_pkt((void *)(long)ctx->data, data_end, p) || !p->l4)
+		return -DROP_INVALID_IP;
+	if (p->l4_proto != IPPROTO_TCP && p->l4_proto != IPPROTO_UDP)
+		return -DROP_INVALID_IP;
+	c = nat4_l4_csum_field(p);
+	left = nat4_l4_len(p);
+	pos = p->l4;
 	if (left > NAT_XDP_CSUM_MAX)
 		return -DROP_INVALID_IP;
 	*c = 0;
@@ -1080,7 +1165,8 @@ static __always_inline int nat4_csum_full(struct pkt *p, void *data_end)
  * traffic, the DROP_NO_CT decision that needs a socket lookup) is XDP_PASS to from_netdev,
  * complete on its own; so does TTL <= 1, and a checksum-offload frame too long to checksum
  * here (nat4_csum_partial). Returns an XDP verdict with *reason, or a negative DROP_*. */
-static __always_inline int nat4_from_netdev_xdp(struct pkt *p, void *data_end, __u32 *reason)
+static __always_inline int nat4_from_netdev_xdp(struct xdp_md *ctx, struct pkt *p, void *data_end,
+						 __u32 *reason)
 {
 	const struct host_config *cfg = nat4_config();
 	struct nat_entry *e, in = {};
@@ -1108,7 +1194,7 @@ static __always_inline int nat4_from_netdev_xdp(struct pkt *p, void *data_end, _
 		ct_advance(&k, e, p, now);
 		*reason = (e->flags & NAT_F_DNAT) ? REASON_XDP_DNAT : REASON_XDP_REV_NAT;
 		nat4_rewrite(p, 1, e->addr, e->port);
-		if (partial && (ret = nat4_csum_full(p, data_end)))
+		if (partial && (ret = nat4_csum_full(ctx)))
 			return ret;
 		return nat4_deliver_xdp(p, e);
 	}
@@ -1119,7 +1205,7 @@ static __always_inline int nat4_from_netdev_xdp(struct pkt *p, void *data_end, _
 		return ret;
 	*reason = REASON_XDP_DNAT;
 	nat4_rewrite(p, 1, in.addr, in.port);
-	if (partial && (ret = nat4_csum_full(p, data_end)))
+	if (partial && (ret = nat4_csum_full(ctx)))
 		return ret;
 	return nat4_deliver_xdp(p, &in);
 }
