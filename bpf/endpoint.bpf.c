@@ -7,11 +7,14 @@
 #include "lib/endpoint.h"
 #include "lib/lb.h"
 #include "lib/nat.h"
+#include "lib/overlay.h"
 
 /* Traffic leaving a container: same-host IPv4 destinations are redirected
- * straight into the destination container; with an uplink configured, other
+ * straight into the destination container, those on other nodes (overlay) into
+ * the VXLAN tunnel; service VIPs are balanced; with an uplink configured, other
  * destinations are masqueraded (or a published port's replies translated back)
- * and sent out of the uplink; everything else goes to the stack. */
+ * and sent out of the uplink; everything else goes to the stack. ARP for VIPs and
+ * on overlay networks is answered here. */
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
@@ -26,9 +29,8 @@ int from_container(struct __sk_buff *skb)
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 	if (p.eth_proto == bpf_htons(ETH_P_ARP)) {
-		ret = lb4_arp(skb, &p);
-		return metrics_tc_exit(skb, ret, ret == TC_ACT_REDIRECT ? REASON_ARP_VIP :
-									 REASON_PASS_NON_IP);
+		ret = ep4_arp(skb, &p, &reason);
+		return metrics_tc_exit(skb, ret, reason);
 	}
 	if (!p.ip4)
 		return metrics_tc_exit(skb, TC_ACT_OK, REASON_PASS_NON_IP);
@@ -42,6 +44,12 @@ int from_container(struct __sk_buff *skb)
 	ret = ep4_check_source(skb, p.ip4->saddr, ep);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+	if (ep->flags & ENDPOINT_F_REMOTE) {
+		ret = ov4_to_remote(skb, &p, ep);
+		if (ret < 0)
+			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+		return metrics_tc_exit(skb, ret, REASON_TUNNEL_TX);
+	}
 	ret = lb4_from_backend(skb, &p, &reason);
 	if (ret != NAT_SKIP) {
 		if (ret < 0)

@@ -16,6 +16,7 @@ struct host_config {
 	__u16 nat_port_min;   /* first masquerade port (or ICMP id), host order */
 	__u16 nat_port_max;   /* last masquerade port, host order, >= nat_port_min */
 	__u32 flags;          /* HOST_F_* */
+	__u32 vxlan_ifindex;  /* the host's flow-based VXLAN device (overlay); 0: none */
 };
 
 #define PYDP_NETWORKS_MAX 4096 /* max_entries of pydp_networks: network indexes it can index */
@@ -26,8 +27,10 @@ struct host_config {
 /* Value of pydp_networks, an array indexed by the network index (endpoint_info.network). */
 struct network_info {
 	__u32 flags;       /* NETWORK_F_* */
-	__u8 gw_mac[6];    /* the network's gateway MAC: source of frames delivered after DNAT */
+	__u8 gw_mac[6];    /* the network's gateway MAC: source of frames delivered after DNAT;
+			    * overlay networks: the virtual router MAC every ARP is answered with */
 	__u16 pad;
+	__u32 vni;         /* overlay networks: the VXLAN network identifier; 0: a local network */
 };
 
 #define PYDP_SUBNETS_MAX 4096 /* max_entries of pydp_subnets */

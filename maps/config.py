@@ -43,6 +43,7 @@ class HostConfig:
     port_min: int = _C["NAT_PORT_MIN_DEFAULT"]  # masquerade port range, inclusive
     port_max: int = _C["NAT_PORT_MAX_DEFAULT"]
     flags: int = 0
+    vxlan_ifindex: int = 0  # the host's VXLAN device (overlay networks); 0: none
 
 
 class ConfigMap(TypedMap[int, HostConfig]):
@@ -59,11 +60,18 @@ class ConfigMap(TypedMap[int, HostConfig]):
 
     def encode_value(self, value: HostConfig) -> tuple[Any, ...]:
         addr = 0 if value.uplink_address is None else int(value.uplink_address)
-        return (value.uplink_ifindex, addr, value.port_min, value.port_max, value.flags)
+        return (
+            value.uplink_ifindex,
+            addr,
+            value.port_min,
+            value.port_max,
+            value.flags,
+            value.vxlan_ifindex,
+        )
 
     def decode_value(self, fields: tuple[Any, ...]) -> HostConfig:
-        ifindex, addr, lo, hi, flags = fields
-        return HostConfig(ifindex, IPAddress(addr, 4) if addr else None, lo, hi, flags)
+        ifindex, addr, lo, hi, flags, vxlan = fields
+        return HostConfig(ifindex, IPAddress(addr, 4) if addr else None, lo, hi, flags, vxlan)
 
     def value_bytes(self, value: HostConfig) -> bytes:
         if not 0 < value.port_min <= value.port_max <= 0xFFFF:
@@ -73,7 +81,12 @@ class ConfigMap(TypedMap[int, HostConfig]):
             )
         addr = b"\0" * 4 if value.uplink_address is None else ip4_bytes(value.uplink_address)
         return self.value_layout.pack_raw(
-            value.uplink_ifindex, addr, value.port_min, value.port_max, value.flags
+            value.uplink_ifindex,
+            addr,
+            value.port_min,
+            value.port_max,
+            value.flags,
+            value.vxlan_ifindex,
         )
 
     @property
@@ -92,6 +105,7 @@ class NetworkInfo:
 
     masquerade: bool = False  # enable_ip_masquerade
     gateway_mac: EUI = _NO_MAC  # source MAC of frames delivered to its endpoints after DNAT
+    vni: int = 0  # overlay networks: the VXLAN network identifier; 0: a local network
 
 
 class NetworkMap(ArrayMap[int, NetworkInfo]):
@@ -109,11 +123,11 @@ class NetworkMap(ArrayMap[int, NetworkInfo]):
 
     def encode_value(self, value: NetworkInfo) -> tuple[Any, ...]:
         flags = _C["NETWORK_F_MASQUERADE"] if value.masquerade else 0
-        return (flags, mac_bytes(value.gateway_mac))
+        return (flags, mac_bytes(value.gateway_mac), value.vni)
 
     def decode_value(self, fields: tuple[Any, ...]) -> NetworkInfo:
-        flags, mac = fields
-        return NetworkInfo(bool(flags & _C["NETWORK_F_MASQUERADE"]), _eui(mac))
+        flags, mac, vni = fields
+        return NetworkInfo(bool(flags & _C["NETWORK_F_MASQUERADE"]), _eui(mac), vni)
 
 
 @dataclass(frozen=True, slots=True)

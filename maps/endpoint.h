@@ -12,13 +12,15 @@ struct endpoint_key {
 
 /* Value of pydp_endpoints. */
 struct endpoint_info {
-	__u32 ifindex;     /* host-side veth ifindex; the container side is its peer */
+	__u32 ifindex;     /* host-side veth ifindex; the container side is its peer (0: remote) */
 	__u32 network;     /* index of the endpoint's network: networks are isolated */
 	__u8 mac[6];       /* container interface MAC: destination of redirected frames */
 	__u16 flags;       /* ENDPOINT_F_* */
+	__be32 node;       /* ENDPOINT_F_REMOTE: the underlay IPv4 address of its node */
 };
 
 #define ENDPOINT_F_NONE 0
+#define ENDPOINT_F_REMOTE 2 /* on another node (overlay): reached through the VXLAN device */
 #define ENDPOINT_F_LB_BACKEND 1 /* a service's backend: pydp_ifaces carries IFACE_F_LB_BACKEND */
 
 #define PYDP_IFACES_MAX 65536 /* max_entries of pydp_ifaces: host ifindexes it can index */

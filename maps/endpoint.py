@@ -23,7 +23,8 @@ class Endpoint:
     ifindex: int  # host-side veth; traffic is delivered to its peer
     mac: EUI  # the container interface's MAC
     network: int = 0  # the network's index: endpoints of different networks are isolated
-    flags: int = 0
+    flags: int = 0  # ENDPOINT_F_*
+    node: IPAddress | None = None  # ENDPOINT_F_REMOTE: the underlay address of its node
 
 
 class EndpointMap(TypedMap[IPAddress, Endpoint]):
@@ -42,7 +43,7 @@ class EndpointMap(TypedMap[IPAddress, Endpoint]):
 
     def value_bytes(self, value: Endpoint) -> bytes:
         return self.value_layout.pack_raw(
-            value.ifindex, value.network, mac_bytes(value.mac), value.flags
+            value.ifindex, value.network, mac_bytes(value.mac), value.flags, _node(value)
         )
 
     def pack_keys(self, keys: Sequence[IPAddress]) -> bytes:
@@ -50,17 +51,25 @@ class EndpointMap(TypedMap[IPAddress, Endpoint]):
 
     def pack_values(self, values: Sequence[Endpoint]) -> bytes:
         pack = self.value_layout.struct.pack
-        return b"".join([pack(v.ifindex, v.network, mac_bytes(v.mac), v.flags) for v in values])
+        return b"".join(
+            [pack(v.ifindex, v.network, mac_bytes(v.mac), v.flags, _node(v)) for v in values]
+        )
 
     def decode_key(self, fields: tuple[Any, ...]) -> IPAddress:
         return IPAddress(fields[0], 4)
 
     def encode_value(self, value: Endpoint) -> tuple[Any, ...]:
-        return (value.ifindex, value.network, mac_bytes(value.mac), value.flags)
+        node = 0 if value.node is None else int(value.node)
+        return (value.ifindex, value.network, mac_bytes(value.mac), value.flags, node)
 
     def decode_value(self, fields: tuple[Any, ...]) -> Endpoint:
-        ifindex, network, mac, flags = fields
-        return Endpoint(ifindex, EUI(mac.hex(), dialect=mac_unix_expanded), network, flags)
+        ifindex, network, mac, flags, node = fields
+        mac_ = EUI(mac.hex(), dialect=mac_unix_expanded)
+        return Endpoint(ifindex, mac_, network, flags, IPAddress(node, 4) if node else None)
+
+
+def _node(value: Endpoint) -> bytes:
+    return b"\0\0\0\0" if value.node is None else ip4_bytes(value.node)
 
 
 IFACE_MAP = "pydp_ifaces"

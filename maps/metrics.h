@@ -25,6 +25,9 @@ enum pydp_reason {
 	REASON_LB = 14,           /* to a service VIP: translated to its backend and delivered */
 	REASON_LB_REPLY = 15,     /* a backend's reply to a local client: source back to the VIP */
 	REASON_ARP_VIP = 16,      /* an ARP request for a service VIP, answered by the program */
+	REASON_TUNNEL_TX = 17,    /* to an endpoint on another node: encapsulated (VXLAN) */
+	REASON_TUNNEL_RX = 18,    /* from the VXLAN device: delivered to a local endpoint */
+	REASON_ARP_OVERLAY = 19,  /* an ARP request on an overlay network, answered by the program */
 	DROP_BASE = 128,
 	DROP_INVALID_ETH = 129, /* Ethernet header truncated */
 	DROP_INVALID_IP = 130,  /* IPv4 header truncated, ihl < 5, or version != 4 */
@@ -42,6 +45,9 @@ enum pydp_reason {
 	DROP_LB_NOT_LOCAL = 142,  /* the picked backend is no local endpoint (remote: a later issue) */
 	DROP_NO_REPLY = 143,      /* no reply may answer it (a RST, an ICMP error, a fragment, a
 				   * broadcast, a GSO skb), or the reply could not be built */
+	DROP_NO_TUNNEL = 144,     /* overlay: no VXLAN device, or the tunnel key was refused */
+	DROP_VNI_MISMATCH = 145,  /* overlay: the packet's VNI is not its destination's network's */
+	DROP_TUNNEL_NO_EP = 146,  /* overlay: from the tunnel to no local endpoint */
 };
 
 #define PYDP_METRICS_MAX 256 /* entries in pydp_metrics: one per enum pydp_reason value */

@@ -121,20 +121,4 @@ static __always_inline int lb4_arp_reply(struct __sk_buff *skb, struct pkt *p, _
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-/* from_container, an ARP frame: answered when it asks for a VIP of the sender's network
- * (the network of the endpoint behind skb's interface). Returns TC_ACT_REDIRECT for an
- * answer, TC_ACT_OK otherwise. */
-static __always_inline int lb4_arp(struct __sk_buff *skb, struct pkt *p)
-{
-	__u32 ifindex = skb->ifindex;
-	const struct iface_info *me;
-
-	if (ifindex >= PYDP_IFACES_MAX)
-		return TC_ACT_OK;
-	me = bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
-	if (!me || !me->addr)
-		return TC_ACT_OK;
-	return lb4_arp_reply(skb, p, me->network);
-}
-
 #endif

@@ -221,6 +221,36 @@ class NetHost:
         log.info("create bridge %s owner %s", self._id(link), owner)
         return self.require(name, operation)
 
+    def ensure_vxlan(self, name: str, owner: str, port: int = 4789) -> Link:
+        """Make the flow-based VXLAN device ``name`` exist (``external``: the VNI and the
+        remote come per packet from the program's tunnel key, no FDB), owned by ``owner``,
+        up, on UDP ``port``. A link of that name that is not ``owner``'s raises
+        `ConflictError`; one that is but is not such a device is replaced."""
+        check_owner(owner)
+        check_ifname("vxlan", name)
+        link = self.link(name)
+        if link is not None:
+            claim(link, owner, "vxlan")
+            if link.kind == "vxlan":
+                return self.adjust(link)
+            self._delete(link)
+        operation = f"create vxlan {name}{self._sock.where}"
+        self._call(
+            f"create vxlan {name}",
+            "link",
+            "add",
+            ifname=name,
+            kind="vxlan",
+            vxlan_collect_metadata=1,
+            vxlan_port=port,
+            vxlan_learning=0,
+            state="up",
+        )
+        link = self.require(name, operation)
+        self._set_owner(link, owner)
+        log.info("create vxlan %s owner %s port %d", self._id(link), owner, port)
+        return self.require(name, operation)
+
     def _set_owner(self, link: Link, owner: str, **attrs: Any) -> None:
         """Set the owner alias of a link just created; delete the link if that fails."""
         try:

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Overlay networks: endpoints on other nodes reached through the host's one flow-based
+ * VXLAN device (`external`: no per-network device, no FDB or ARP entries), the tunnel key
+ * (VNI, remote node) set by the program; ARP on overlay networks answered by the program. */
+#ifndef PYDP_LIB_OVERLAY_H
+#define PYDP_LIB_OVERLAY_H
+
+#include "lib/common.h"
+#include "lib/lb.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+
+#define OV_TUNNEL_TTL 64
+
+/* Send p, from a local endpoint, to ep on another node: the tunnel key carries the VNI of
+ * ep's network and ep's node as the outer destination; the VXLAN device builds the outer
+ * headers (UDP source port from the inner flow's hash, RFC 7348). The inner frame goes
+ * from the network's router MAC to ep's MAC, as the receiving node delivers it. Returns
+ * TC_ACT_REDIRECT or a negative DROP_*. */
+static __always_inline int ov4_to_remote(struct __sk_buff *skb, struct pkt *p,
+					 const struct endpoint_info *ep)
+{
+	__u32 key0 = PYDP_CONFIG_KEY, network = ep->network;
+	const struct host_config *cfg = bpf_map_lookup_elem(&pydp_config, &key0);
+	const struct network_info *net = bpf_map_lookup_elem(&pydp_networks, &network);
+	struct bpf_tunnel_key key = {};
+
+	if (!cfg || !cfg->vxlan_ifindex || !net || !net->vni || !ep->node)
+		return -DROP_NO_TUNNEL;
+	key.remote_ipv4 = bpf_ntohl(ep->node);
+	key.tunnel_id = net->vni;
+	key.tunnel_ttl = OV_TUNNEL_TTL;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX))
+		return -DROP_NO_TUNNEL;
+	__builtin_memcpy(p->eth->h_dest, ep->mac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, net->gw_mac, ETH_ALEN);
+	if (bpf_redirect(cfg->vxlan_ifindex, 0) != TC_ACT_REDIRECT)
+		return -DROP_NO_TUNNEL;
+	return TC_ACT_REDIRECT;
+}
+
+/* An ARP request on an overlay network (there is no bridge: every address, the gateway's
+ * and the other endpoints', local or remote, is behind the program): answered with the
+ * network's router MAC, unless it asks for the sender's own address (duplicate address
+ * detection). Returns TC_ACT_REDIRECT for an answer, TC_ACT_OK otherwise. */
+static __always_inline int ov4_arp_reply(struct __sk_buff *skb, struct pkt *p,
+					 const struct network_info *net)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct arp4 *arp = (void *)(p->eth + 1);
+	__be32 target;
+
+	if ((void *)(arp + 1) > data_end)
+		return TC_ACT_OK;
+	if (arp->op != bpf_htons(ARPOP_REQUEST) || arp->htype != bpf_htons(ARPHRD_ETHER) ||
+	    arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != ETH_ALEN || arp->plen != 4)
+		return TC_ACT_OK;
+	target = arp->tpa;
+	if (!target || target == arp->spa)
+		return TC_ACT_OK;
+	arp->op = bpf_htons(ARPOP_REPLY);
+	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
+	arp->tpa = arp->spa;
+	__builtin_memcpy(arp->sha, net->gw_mac, ETH_ALEN);
+	arp->spa = target;
+	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, net->gw_mac, ETH_ALEN);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* from_container, an ARP frame from the endpoint behind skb's interface: on an overlay
+ * network every request is answered (ov4_arp_reply); on a bridge network only one for a
+ * service VIP of its network (lb4_arp_reply), the rest going to the bridge. Returns the
+ * verdict with *reason. */
+static __always_inline int ep4_arp(struct __sk_buff *skb, struct pkt *p, __u32 *reason)
+{
+	__u32 ifindex = skb->ifindex, network;
+	const struct network_info *net;
+	const struct iface_info *me;
+	int ret;
+
+	*reason = REASON_PASS_NON_IP;
+	if (ifindex >= PYDP_IFACES_MAX)
+		return TC_ACT_OK;
+	me = bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
+	if (!me || !me->addr)
+		return TC_ACT_OK;
+	network = me->network;
+	net = bpf_map_lookup_elem(&pydp_networks, &network);
+	if (net && net->vni) {
+		ret = ov4_arp_reply(skb, p, net);
+		if (ret == TC_ACT_REDIRECT)
+			*reason = REASON_ARP_OVERLAY;
+		return ret;
+	}
+	ret = lb4_arp_reply(skb, p, network);
+	if (ret == TC_ACT_REDIRECT)
+		*reason = REASON_ARP_VIP;
+	return ret;
+}
+
+#endif
