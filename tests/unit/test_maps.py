@@ -15,7 +15,7 @@ from .fake_map import DictMap
 
 
 def endpoint_map() -> EndpointMap:
-    return EndpointMap(DictMap("pydp_endpoints", 4, 16))
+    return EndpointMap(DictMap("pydp_endpoints", 4, 20))
 
 
 def isort_key(name: str) -> tuple[int, str]:
@@ -33,11 +33,12 @@ def test_public_all_is_sorted_and_complete(module: str) -> None:
 
 
 def test_layout_endpoint_info_bytes() -> None:
-    """endpoint_info packs ifindex, network and flags little-endian and the MAC as is."""
+    """endpoint_info packs ifindex, network and flags little-endian, the MAC as is and the
+    node's address in network order."""
     lay = Layout("struct endpoint_info")
-    raw = lay.pack(7, 3, bytes.fromhex("020000000002"), 1)
-    assert raw == bytes.fromhex("07000000030000000200000000020100")
-    assert lay.unpack(raw) == (7, 3, bytes.fromhex("020000000002"), 1)
+    raw = lay.pack(7, 3, bytes.fromhex("020000000002"), 1, 0x0A620002)
+    assert raw == bytes.fromhex("070000000300000002000000000201000a620002")
+    assert lay.unpack(raw) == (7, 3, bytes.fromhex("020000000002"), 1, 0x0A620002)
 
 
 def test_layout_wire_field_is_network_order() -> None:
@@ -109,9 +110,9 @@ def test_iteration_tolerates_concurrent_delete() -> None:
 def test_map_shape_mismatch_refused() -> None:
     """A typed view refuses a map whose key or value size is not its struct's."""
     with pytest.raises(TypeError, match="key is 8 bytes"):
-        EndpointMap(DictMap("pydp_endpoints", 8, 16))
-    with pytest.raises(TypeError, match="value is 20 bytes"):
-        EndpointMap(DictMap("pydp_endpoints", 4, 20))
+        EndpointMap(DictMap("pydp_endpoints", 8, 20))
+    with pytest.raises(TypeError, match="value is 16 bytes"):
+        EndpointMap(DictMap("pydp_endpoints", 4, 16))
 
 
 def test_metrics_percpu_summed() -> None:
