@@ -5,7 +5,8 @@ SHELL       := /bin/bash
 VENV        := .venv
 PY          := $(VENV)/bin/python
 APT_PKGS    := clang llvm libbpf-dev libbpf1 bpftool iproute2 iperf3 tshark dnsutils \
-               socat curl iputils-ping tcpdump ethtool busybox-static python3-venv python3-dev gcc
+               socat curl iputils-ping tcpdump ethtool busybox-static python3-venv python3-dev gcc \
+               etcd-server etcd-client
 ARCH_INC    := /usr/include/$(shell uname -m)-linux-gnu
 BPF_SRCS    := $(wildcard bpf/*.bpf.c)
 BPF_OBJS    := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRCS))

@@ -39,14 +39,23 @@ class PydpHost:
     """
 
     def __init__(
-        self, state_dir: Path | None = None, bpffs: Path | None = None, uplink: str | None = None
+        self,
+        state_dir: Path | None = None,
+        bpffs: Path | None = None,
+        uplink: str | None = None,
+        node: str | None = None,  # this node's name (default: $PYDP_NODE, else the host name)
+        store: str | None = None,  # the store's URL (default: $PYDP_STORE, else SQLite)
     ) -> None:
         self.state_dir = state_dir or Path(os.environ.get("PYDP_STATE_DIR") or DEFAULT_STATE_DIR)
         self.bpffs = bpffs or bpffs_root()
-        self.store = open_store(self.state_dir)
+        # ``store``: an etcd URL shared by many hosts; else $PYDP_STORE, else SQLite in the
+        # state dir (created either way: it also holds the applied revision and the lock)
+        self.store = open_store(store, state_dir=self.state_dir)
         self.netns_prefix = netns_prefix(self.state_dir)
         self.reconciler = Reconciler(self.store, self.netns_prefix, self.bpffs, uplink)
-        self.controller = Controller(self.store, self.netns_prefix, self.reconciler.check_network)
+        self.controller = Controller(
+            self.store, self.netns_prefix, self.reconciler.check_network, node=node
+        )
 
     def apply(self) -> None:
         """Converge the kernel to the store (every CLI change ends with this); one process

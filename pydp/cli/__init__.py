@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pydp.agent import PydpHost
-from pydp.cli import datapath, network, sandbox, service
+from pydp.cli import datapath, network, node, sandbox, service
 from pydp.cli._output import emit, parse_kv, table
 from pydp.errors import PydpError
 
@@ -65,11 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", type=Path, help="state (default $PYDP_STATE_DIR or /var/lib/pydp)"
     )
     p.add_argument(
+        "--store",
+        metavar="URL",
+        help="the store shared by many hosts: etcd://HOST:PORT[,HOST:PORT...][/PREFIX], or"
+        " etcds://...?cacert=FILE&cert=FILE&key=FILE for TLS (PREFIX default /pydp;"
+        " default: $PYDP_STORE, else SQLite in the state dir)",
+    )
+    p.add_argument(
         "--uplink",
         help="the interface for masquerade and published ports (default: $PYDP_UPLINK,"
         " else the one holding the default route)",
     )
+    p.add_argument(
+        "--node",
+        help="the node this host is in the cluster (default: $PYDP_NODE, else the host name)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    node.add_parser(sub)
     network.add_parser(sub)
     sandbox.add_parser(sub)
     service.add_parser(sub)
@@ -104,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.bpffs = bpffs_root()
         if not getattr(args, "needs_host", True):
             return int(args.func(args))
-        with PydpHost(args.state_dir, args.bpffs, args.uplink) as host:
+        with PydpHost(
+            args.state_dir, args.bpffs, args.uplink, node=args.node, store=args.store
+        ) as host:
             if args.func is not _reset:
                 host.repair()
             return int(args.func(host, args))

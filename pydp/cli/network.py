@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 from pydp.agent import PydpHost
-from pydp.cli._output import emit, parse_kv
-from pydp.control.model import Network
+from pydp.cli._output import add_object_verbs, emit, parse_kv
+from pydp.control.driver import VXLANID_LIST
+from pydp.control.model import GLOBAL, Network
 
 __all__ = ["add_parser", "network_json"]
 
@@ -26,6 +27,7 @@ def network_json(host: PydpHost, net: Network) -> dict[str, Any]:
             if ep.address is None or net.pool is None
             else f"{ep.address}/{net.pool.subnet.prefixlen}",
             "Netns": sandboxes[ep.sandbox].netns if ep.sandbox in sandboxes else None,
+            "Node": ep.node or host.controller.node,
         }
         for ep in host.controller.endpoints(net.id)
     }
@@ -40,13 +42,17 @@ def network_json(host: PydpHost, net: Network) -> dict[str, Any]:
                 "AuxiliaryAddresses": {k: str(v) for k, v in p.aux.items()},
             }
         )
+    options = dict(net.options)
+    if net.vni is not None:  # as Docker shows an overlay's: the VNI chosen, or given
+        options[VXLANID_LIST] = str(net.vni)
     return {
         "Name": net.name,
         "Id": net.id,
         "Driver": net.driver,
-        "Scope": "local",
+        "Scope": net.scope,
+        "Node": "" if net.scope == GLOBAL else net.node or host.controller.node,
         "IPAM": {"Driver": "default", "Config": config},
-        "Options": dict(net.options),
+        "Options": options,
         "Labels": dict(net.labels),
         "Containers": containers,
     }
@@ -78,7 +84,7 @@ def _ls(host: PydpHost, a: argparse.Namespace) -> int:
             "network id": n.id[:12] if a.format == "table" else n.id,
             "name": n.name,
             "driver": n.driver,
-            "scope": "local",
+            "scope": n.scope,
             "subnet": "" if n.pool is None else str(n.pool.subnet),
         }
         for n in nets
@@ -126,28 +132,23 @@ def add_parser(sub: Any) -> None:
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     c = verbs.add_parser("create", help="create a network")
-    c.add_argument("-d", "--driver", default="bridge", help="bridge (default), host or null")
-    c.add_argument("--subnet", help="CIDR, e.g. 10.1.0.0/24 (default: a free Docker pool)")
+    c.add_argument(
+        "-d", "--driver", default="bridge", help="bridge (default), overlay, host or null"
+    )
+    c.add_argument(
+        "--subnet",
+        help="CIDR, e.g. 10.1.0.0/24 (default: a free Docker pool; overlay: a /24 of 10.0.0.0/8)",
+    )
     c.add_argument("--ip-range", help="allocate endpoint addresses from this CIDR only")
-    c.add_argument("--gateway", help="the bridge's address (default: the subnet's first)")
+    c.add_argument(
+        "--gateway", help="the gateway address (default: the subnet's first; bridge: its address)"
+    )
     c.add_argument("--aux-address", action="append", metavar="NAME=IP", help="reserve an address")
     c.add_argument("-o", "--opt", action="append", metavar="KEY=VALUE", help="driver option")
     c.add_argument("--label", action="append", metavar="KEY=VALUE")
     c.add_argument("name", metavar="NAME")
     c.set_defaults(func=_create)
-
-    ls = verbs.add_parser("ls", help="list networks")
-    ls.add_argument("--format", choices=["table", "json"], default="table")
-    ls.add_argument("-q", "--quiet", action="store_true", help="ids only")
-    ls.set_defaults(func=_ls)
-
-    i = verbs.add_parser("inspect", help="show networks as JSON")
-    i.add_argument("network", nargs="+", metavar="NETWORK")
-    i.set_defaults(func=_inspect)
-
-    rm = verbs.add_parser("rm", help="remove networks")
-    rm.add_argument("network", nargs="+", metavar="NETWORK")
-    rm.set_defaults(func=_rm)
+    add_object_verbs(verbs, "network", (_ls, _inspect, _rm))
 
     cn = verbs.add_parser("connect", help="connect a sandbox to a network")
     cn.add_argument("--ip", help="a static IPv4 address")

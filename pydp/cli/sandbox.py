@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pydp.agent import PydpHost
-from pydp.cli._output import emit
+from pydp.cli._output import add_object_verbs, emit
 from pydp.control.model import Sandbox
 from pydp.control.ports import parse_publish_all
 from pydp.errors import ConfigError
@@ -33,11 +33,12 @@ def _command(a: argparse.Namespace) -> list[str]:
 
 
 def _sandbox_json(host: PydpHost, sb: Sandbox) -> dict[str, Any]:
-    nets = {n.id: n for n in host.controller.networks()}
+    nets = {n.id: n for n in host.controller.networks(all_nodes=True)}
     eps = [e for e in host.controller.endpoints() if e.sandbox == sb.name]
     return {
         "Name": sb.name,
         "Id": sb.id,
+        "Node": sb.node or host.controller.node,
         "Netns": sb.netns,
         "Networks": {
             nets[e.network_id].name: {
@@ -67,11 +68,12 @@ def _ls(host: PydpHost, a: argparse.Namespace) -> int:
             {
                 "name": sb.name,
                 "id": sb.id[:12] if a.format == "table" else sb.id,
+                "node": d["Node"],
                 "netns": sb.netns or "(host)",
                 "networks": ",".join(sorted(d["Networks"])),
             }
         )
-    emit(a.format, rows, ["name", "id", "netns", "networks"])
+    emit(a.format, rows, ["name", "id", "node", "netns", "networks"])
     return 0
 
 
@@ -121,7 +123,7 @@ def _run(host: PydpHost, a: argparse.Namespace) -> int:
 
 
 def _exec(host: PydpHost, a: argparse.Namespace) -> int:
-    sb = host.controller.sandbox(a.sandbox)
+    sb = host.controller.local_sandbox(a.sandbox)  # another node's: refused, naming it
     sys.stdout.flush()
     return subprocess.run(exec_argv(sb, _command(a)), check=False).returncode
 
@@ -133,15 +135,14 @@ def add_parser(sub: Any) -> None:
     c = verbs.add_parser("create", help="create a sandbox (a named network namespace)")
     c.add_argument("name", metavar="NAME", nargs="?")
     c.set_defaults(func=_create)
-    ls = verbs.add_parser("ls", help="list sandboxes")
-    ls.add_argument("--format", choices=["table", "json"], default="table")
-    ls.set_defaults(func=_ls)
-    i = verbs.add_parser("inspect", help="show sandboxes as JSON")
-    i.add_argument("sandbox", nargs="+", metavar="SANDBOX")
-    i.set_defaults(func=_inspect)
-    rm = verbs.add_parser("rm", help="remove sandboxes and their endpoints")
-    rm.add_argument("sandbox", nargs="+", metavar="SANDBOX")
-    rm.set_defaults(func=_rm)
+    add_object_verbs(
+        verbs,
+        "sandbox",
+        (_ls, _inspect, _rm),
+        quiet=False,
+        rm_help="remove sandboxes and their endpoints (another node's: from the store, its"
+        " agent removes the rest)",
+    )
 
     r = sub.add_parser("run", help="create a sandbox, connect it, run a command in it")
     r.add_argument("--name", help="the sandbox's name (default: generated)")

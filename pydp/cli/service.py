@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from pydp.agent import PydpHost
-from pydp.cli._output import emit
+from pydp.cli._output import add_object_verbs, emit
 from pydp.control.model import Service
 from pydp.control.services import parse_spec, parse_weight, publish_mappings
 
@@ -28,7 +28,8 @@ def _ports(svc: Service) -> str:
 
 def service_json(host: PydpHost, svc: Service) -> dict[str, Any]:
     """A service as ``service inspect`` shows it."""
-    nets = {n.id: n.name for n in host.controller.networks()}
+    nets = {n.id: n for n in host.controller.networks()}
+    net = nets.get(svc.network_id)
     created = datetime.datetime.fromtimestamp(svc.created, datetime.UTC)
     lb = None
     if svc.mode == "vip":
@@ -38,8 +39,9 @@ def service_json(host: PydpHost, svc: Service) -> dict[str, Any]:
         "Id": svc.id,
         "Index": svc.index,
         "CreatedAt": created.isoformat().replace("+00:00", "Z"),
-        "Network": nets.get(svc.network_id, ""),
+        "Network": "" if net is None else net.name,
         "NetworkID": svc.network_id,
+        "Scope": "" if net is None else net.scope,
         "Mode": svc.mode,
         "VIP": "" if svc.vip is None else str(svc.vip),
         "Ports": [str(p) for p in svc.ports],
@@ -51,6 +53,7 @@ def service_json(host: PydpHost, svc: Service) -> dict[str, Any]:
             {
                 "Backend": b.spec,
                 "Sandbox": b.sandbox or "",
+                "Node": "" if b.sandbox is None else b.node or host.controller.node,
                 "Address": str(b.address),
                 "Port": b.port,
                 "Weight": b.weight,
@@ -131,7 +134,9 @@ def add_parser(sub: Any) -> None:
         dest="verb", metavar="VERB", required=True
     )
     c = verbs.add_parser("create", help="create a service")
-    c.add_argument("--network", required=True, help="a bridge network")
+    c.add_argument(
+        "--network", required=True, help="a bridge network, or an overlay (a global service)"
+    )
     c.add_argument("--vip", help="the virtual IPv4 address (default: the network's next free)")
     c.add_argument(
         "--port", action="append", metavar="PORT[/PROTO]", help="a port the VIP serves (tcp)"
@@ -154,19 +159,7 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--maglev-size", metavar="M", help="Maglev table size: a prime, 251-131071")
     c.add_argument("name", metavar="NAME")
     c.set_defaults(func=_create)
-
-    ls = verbs.add_parser("ls", help="list services (BACKENDS: active/all)")
-    ls.add_argument("--format", choices=["table", "json"], default="table")
-    ls.add_argument("-q", "--quiet", action="store_true", help="ids only")
-    ls.set_defaults(func=_ls)
-
-    i = verbs.add_parser("inspect", help="show services as JSON")
-    i.add_argument("service", nargs="+", metavar="SERVICE")
-    i.set_defaults(func=_inspect)
-
-    rm = verbs.add_parser("rm", help="remove services")
-    rm.add_argument("service", nargs="+", metavar="SERVICE")
-    rm.set_defaults(func=_rm)
+    add_object_verbs(verbs, "service", (_ls, _inspect, _rm))
 
     u = verbs.add_parser("update", help="change a service's backends")
     u.add_argument("--backend-add", action="append", metavar="SANDBOX[:PORT]|IP:PORT")

@@ -1,9 +1,9 @@
 """Network drivers as the control layer sees them: options, IPAM, interface naming.
 
 A driver here is pure policy; what it builds in the kernel lives in
-``pydp.agent`` (one kernel driver per name). ``overlay`` and ``macvlan`` fit the
-same shape: options to validate, whether IPAM applies, whether endpoints get
-an interface, and how networks of the driver may coexist.
+``pydp.agent`` (one kernel driver per name). Each says: options to validate, whether
+IPAM applies, whether endpoints get an interface, its scope (a network on one node, or
+on every node) and how networks of the driver may coexist.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
-from pydp.control.model import Network
+from pydp.control.model import GLOBAL, LOCAL, Network
 from pydp.errors import ConfigError, ConflictError
 
 __all__ = [
@@ -19,20 +19,33 @@ __all__ = [
     "BRIDGE_NAME",
     "DEFAULT_BRIDGE",
     "DRIVERS",
+    "DRIVER_MTU",
     "ENABLE_MASQUERADE",
+    "OVERLAY_HEADROOM",
     "PARENT",
+    "VNI_FIRST",
+    "VNI_MAX",
+    "VXLANID_LIST",
     "BridgeDriver",
     "Driver",
     "HostDriver",
     "NullDriver",
+    "OverlayDriver",
     "driver_for",
+    "overlay_mtu",
+    "parse_vni",
 ]
 
 BRIDGE_NAME = "com.docker.network.bridge.name"
-BRIDGE_MTU = "com.docker.network.driver.mtu"
+DRIVER_MTU = "com.docker.network.driver.mtu"  # every driver's endpoint MTU
+BRIDGE_MTU = DRIVER_MTU
 ENABLE_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 PARENT = "parent"  # an underlay interface enslaved to the bridge (no NAT)
 DEFAULT_BRIDGE = "pydp0"  # the bridge of the default network "bridge"
+VXLANID_LIST = "com.docker.network.driver.overlay.vxlanid_list"  # an overlay's VNI, as Docker's
+VNI_FIRST = 4096  # VNIs chosen for overlay networks start here, as Docker's
+VNI_MAX = 0xFF_FFFF  # 24 bits (RFC 7348)
+OVERLAY_HEADROOM = 50  # VXLAN over IPv4: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
 
 def _ifname(key: str, value: str) -> str:
@@ -53,6 +66,13 @@ def _bool(key: str, value: str) -> str:
     return value.lower()
 
 
+def parse_vni(key: str, value: str) -> str:
+    """``-o com.docker.network.driver.overlay.vxlanid_list=VNI``: one VNI, 1-16777215."""
+    if not value.isdigit() or not 1 <= int(value) <= VNI_MAX:
+        raise ConfigError(f'-o {key}: expected one VNI from 1 to {VNI_MAX}, got "{value}"')
+    return str(int(value))
+
+
 class Driver:
     """What every driver says about its networks."""
 
@@ -60,6 +80,7 @@ class Driver:
     uses_ipam: ClassVar[bool] = True  # endpoints get addresses from the network's pool
     has_interfaces: ClassVar[bool] = True  # endpoints get an interface in their sandbox
     singleton: ClassVar[bool] = False  # at most one network of this driver (host, null)
+    scope: ClassVar[str] = LOCAL  # LOCAL: a network exists on one node; GLOBAL: on every one
     options: ClassVar[Mapping[str, Callable[[str, str], str]]] = {}
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
@@ -133,7 +154,34 @@ class NullDriver(Driver):
     singleton = True
 
 
-DRIVERS: Mapping[str, Driver] = {d.name: d for d in (BridgeDriver(), HostDriver(), NullDriver())}
+class OverlayDriver(Driver):
+    """A network on every node: a veth per endpoint, and between nodes VXLAN with the
+    network's VNI through one flow-based VXLAN device per node."""
+
+    name = "overlay"
+    scope = GLOBAL
+    options: ClassVar[Mapping[str, Callable[[str, str], str]]] = {
+        DRIVER_MTU: _mtu,
+        VXLANID_LIST: parse_vni,
+    }
+
+    @staticmethod
+    def requested_vni(network_options: Mapping[str, str]) -> int | None:
+        """The VNI given with ``-o ...vxlanid_list`` (validated), or None: choose one."""
+        value = network_options.get(VXLANID_LIST)
+        return None if value is None else int(value)
+
+
+def overlay_mtu(network: Network, uplink_mtu: int) -> int:
+    """An overlay endpoint's MTU: ``-o com.docker.network.driver.mtu`` if given, else the
+    uplink's MTU less the VXLAN headers (50 bytes)."""
+    value = network.options.get(DRIVER_MTU)
+    return int(value) if value is not None else uplink_mtu - OVERLAY_HEADROOM
+
+
+DRIVERS: Mapping[str, Driver] = {
+    d.name: d for d in (BridgeDriver(), HostDriver(), NullDriver(), OverlayDriver())
+}
 
 
 def driver_for(name: str) -> Driver:

@@ -7,7 +7,7 @@ its pool the moment its endpoint or service goes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +15,20 @@ from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from pydp.errors import ConfigError, ConflictError
 
-__all__ = ["AUX_DEFAULT_GATEWAY", "Pool", "default_pools", "parse_address", "parse_pool"]
+__all__ = [
+    "AUX_DEFAULT_GATEWAY",
+    "GLOBAL_POOL",
+    "GLOBAL_POOL_SIZE",
+    "Pool",
+    "default_global_pools",
+    "default_pools",
+    "parse_address",
+    "parse_pool",
+]
 
 AUX_DEFAULT_GATEWAY = "DefaultGatewayIPv4"  # aux name Docker reads as the containers' gateway
+GLOBAL_POOL = IPNetwork("10.0.0.0/8")  # Docker's default address pool for swarm scope ...
+GLOBAL_POOL_SIZE = 24  # ... handed out as /24s
 
 
 def default_pools() -> Iterator[IPNetwork]:
@@ -25,6 +36,11 @@ def default_pools() -> Iterator[IPNetwork]:
     for second in range(17, 32):
         yield IPNetwork(f"172.{second}.0.0/16")
     yield from IPNetwork("192.168.0.0/16").subnet(20)
+
+
+def default_global_pools() -> Iterator[IPNetwork]:
+    """Docker's default pools for global (swarm) scope: the /24s of 10.0.0.0/8."""
+    yield from GLOBAL_POOL.subnet(GLOBAL_POOL_SIZE)
 
 
 def _net(flag: str, text: str) -> IPNetwork:
@@ -119,8 +135,8 @@ def _overlap(subnet: IPNetwork, taken: Mapping[str, IPNetwork]) -> str | None:
     return None
 
 
-def _choose_subnet(taken: Mapping[str, IPNetwork]) -> IPNetwork:
-    for pool in default_pools():
+def _choose_subnet(taken: Mapping[str, IPNetwork], pools: Iterable[IPNetwork]) -> IPNetwork:
+    for pool in pools:
         if _overlap(pool, taken) is None:
             return pool
     raise ConflictError("--subnet: every default address pool is in use; give --subnet")
@@ -147,10 +163,11 @@ def parse_pool(
     gateway: str | None = None,
     aux: Sequence[str] = (),
     taken: Mapping[str, IPNetwork] | None = None,
+    pools: Iterable[IPNetwork] | None = None,
 ) -> Pool:
     """Validate ``--subnet --ip-range --gateway --aux-address`` against the subnets other
     networks hold (``taken``: name -> subnet); without --subnet, take the first free
-    default pool."""
+    subnet of ``pools`` (default: Docker's local pools, `default_pools`)."""
     taken = taken or {}
     if subnet is None:
         for flag, value in (("--ip-range", ip_range), ("--gateway", gateway)):
@@ -158,7 +175,7 @@ def parse_pool(
                 raise ConfigError(f"{flag}: needs --subnet")
         if aux:
             raise ConfigError("--aux-address: needs --subnet")
-        net = _choose_subnet(taken)
+        net = _choose_subnet(taken, default_pools() if pools is None else pools)
     else:
         net = _net("--subnet", subnet)
         if net.network != net.ip:

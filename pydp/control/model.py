@@ -1,7 +1,28 @@
-"""The Container Network Model as pydp stores it: networks, endpoints, sandboxes, services.
+"""The Container Network Model as pydp stores it: nodes, networks, endpoints, sandboxes,
+services.
 
 Value objects only (frozen dataclasses with JSON forms); the rules live in
 ``pydp.control.controller`` and the kernel side in ``pydp.agent``.
+
+Several nodes (hosts) share one store. Keys:
+
+- ``/nodes/NAME``: a `Node`, written by its agent under a lease (gone when the lease ends).
+- ``/networks/ID``: a `Network`; ``scope`` "local" (bridge, host, null: it exists on
+  ``node`` only, so every node has its own "bridge") or "global" (overlay: every node).
+- ``/vnis/VNI``: the claim of an overlay network's VXLAN id, created in the network's own
+  transaction and deleted with it: one key per VNI keeps VNIs unique across the cluster.
+- ``/sandboxes/NAME``: a `Sandbox` and the ``node`` it runs on; names are unique
+  cluster-wide.
+- ``/endpoints/NETWORK_ID/ID``: an `Endpoint`, its ``node`` copied from its sandbox, so a
+  node tells its own endpoints (to wire) from remote ones (to tunnel to) without reading
+  sandboxes.
+- ``/services/ID``: a `Service`, as global or local as its network.
+
+Stores written before nodes existed hold networks, sandboxes and endpoints without
+``scope`` and ``node``: they read as scope "local" and node None, and None means *the
+node reading it* (`Network.visible_on`, `Sandbox.local_to`, `Endpoint.local_to`). A
+single-host store thus keeps working unchanged, with nothing rewritten; it is not meant
+to be shared by several nodes as it is.
 """
 
 from __future__ import annotations
@@ -20,13 +41,19 @@ from pydp.control.ports import PortMapping
 
 __all__ = [
     "ENDPOINTS",
+    "GLOBAL",
+    "LOCAL",
     "NAT_PORTS_DEFAULT",
     "NETWORKS",
+    "NODES",
     "SANDBOXES",
+    "SCOPES",
     "SERVICES",
     "SETTINGS",
+    "VNIS",
     "Endpoint",
     "Network",
+    "Node",
     "Sandbox",
     "Service",
     "ServiceBackend",
@@ -37,14 +64,21 @@ __all__ = [
     "mac_for",
     "network_key",
     "new_id",
+    "node_key",
     "sandbox_key",
     "service_key",
+    "vni_key",
 ]
 
 NETWORKS = "/networks/"
 ENDPOINTS = "/endpoints/"
 SANDBOXES = "/sandboxes/"
 SERVICES = "/services/"
+NODES = "/nodes/"
+VNIS = "/vnis/"
+LOCAL = "local"  # a network on one node
+GLOBAL = "global"  # a network on every node
+SCOPES = (LOCAL, GLOBAL)
 
 
 def new_id() -> str:
@@ -73,6 +107,14 @@ def service_key(service_id: str) -> str:
     return f"{SERVICES}{service_id}"
 
 
+def node_key(name: str) -> str:
+    return f"{NODES}{name}"
+
+
+def vni_key(vni: int) -> str:
+    return f"{VNIS}{vni}"
+
+
 def _ip4(text: str) -> IPAddress:
     """An IPv4 address from its dotted text; the store wrote it, so the fast parse serves."""
     return IPAddress(int.from_bytes(socket.inet_aton(text), "big"), 4)
@@ -88,17 +130,55 @@ def mac_for(addr: IPAddress) -> EUI:
 
 
 @dataclass(frozen=True, slots=True)
+class Node:
+    """A pydp host sharing the store: registered by its agent under a lease, so the key
+    exists while the agent lives."""
+
+    name: str
+    address: IPAddress | None  # its underlay address: where tunnels to it go
+    created: float = 0.0
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "name": self.name,
+                "address": None if self.address is None else str(self.address),
+                "created": self.created,
+                "labels": dict(self.labels),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Node:
+        d: dict[str, Any] = json.loads(text)
+        addr = None if d.get("address") is None else _ip4(d["address"])
+        return cls(d["name"], addr, d.get("created", 0.0), d.get("labels", {}))
+
+
+@dataclass(frozen=True, slots=True)
 class Network:
     """A network: its driver, addresses and options (``-o KEY=VALUE``)."""
 
     id: str
     name: str
     driver: str
-    index: int  # small number unique among the host's networks: the datapath's network id
+    index: int  # the datapath's network id: unique among the networks a node sees (a
+    # global network's among every network of the cluster)
     pool: Pool | None  # None for drivers without IPAM (host, null)
     options: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     created: float = 0.0
+    scope: str = LOCAL  # LOCAL: on `node` only; GLOBAL: on every node
+    node: str | None = None  # LOCAL: the node it is on (None: stored before nodes, the
+    # reader's); GLOBAL: None
+    vni: int | None = None  # overlay: the VXLAN network identifier, unique in the cluster
+
+    def visible_on(self, node: str) -> bool:
+        """Whether the network exists on ``node``: global, or local to it (or stored
+        before nodes existed, and so local to whichever node reads it)."""
+        return self.scope == GLOBAL or self.node is None or self.node == node
 
     def to_json(self) -> str:
         return json.dumps(
@@ -111,6 +191,9 @@ class Network:
                 "options": dict(self.options),
                 "labels": dict(self.labels),
                 "created": self.created,
+                "scope": self.scope,
+                "node": self.node,
+                "vni": self.vni,
             },
             sort_keys=True,
         )
@@ -128,6 +211,9 @@ class Network:
             d["options"],
             d["labels"],
             d["created"],
+            d.get("scope", LOCAL),
+            d.get("node"),
+            d.get("vni"),
         )
 
 
@@ -143,10 +229,16 @@ class Endpoint:
     mac: EUI | None
     created: float = 0.0
     ports: tuple[PortMapping, ...] = ()  # published ports (``-p``), host port chosen
+    node: str | None = None  # its sandbox's node (None: stored before nodes, the reader's)
+
+    def local_to(self, node: str) -> bool:
+        """Whether the endpoint is on ``node`` (to wire there; elsewhere: to tunnel to)."""
+        return self.node is None or self.node == node
 
     def to_json(self) -> str:
         return json.dumps(
             {
+                "node": self.node,
                 "ports": [p.to_json() for p in self.ports],
                 "id": self.id,
                 "network_id": self.network_id,
@@ -166,7 +258,15 @@ class Endpoint:
         mac = None if d["mac"] is None else _mac(d["mac"])
         ports = tuple(PortMapping.from_json(p) for p in d.get("ports", ()))
         return cls(
-            d["id"], d["network_id"], d["sandbox"], d["ifname"], addr, mac, d["created"], ports
+            d["id"],
+            d["network_id"],
+            d["sandbox"],
+            d["ifname"],
+            addr,
+            mac,
+            d["created"],
+            ports,
+            d.get("node"),
         )
 
 
@@ -178,17 +278,28 @@ class Sandbox:
     id: str
     netns: str | None
     created: float = 0.0
+    node: str | None = None  # the node it runs on (None: stored before nodes, the reader's)
+
+    def local_to(self, node: str) -> bool:
+        """Whether the sandbox runs on ``node``."""
+        return self.node is None or self.node == node
 
     def to_json(self) -> str:
         return json.dumps(
-            {"name": self.name, "id": self.id, "netns": self.netns, "created": self.created},
+            {
+                "name": self.name,
+                "id": self.id,
+                "netns": self.netns,
+                "created": self.created,
+                "node": self.node,
+            },
             sort_keys=True,
         )
 
     @classmethod
     def from_json(cls, text: str) -> Sandbox:
         d: dict[str, Any] = json.loads(text)
-        return cls(d["name"], d["id"], d["netns"], d["created"])
+        return cls(d["name"], d["id"], d["netns"], d["created"], d.get("node"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +330,7 @@ class ServiceBackend:
     weight: int = 1  # >= 0; 0 takes no new connections
     sandbox: str | None = None  # set when given as SANDBOX[:PORT]
     draining: bool = False  # removed with --drain: no new connections, live ones kept
+    node: str | None = None  # a SANDBOX backend's node (its endpoint's); None for IP:PORT
 
     @property
     def identity(self) -> str:
@@ -244,11 +356,19 @@ class ServiceBackend:
             "weight": self.weight,
             "sandbox": self.sandbox,
             "draining": self.draining,
+            "node": self.node,
         }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ServiceBackend:
-        return cls(_ip4(d["address"]), d["port"], d["weight"], d["sandbox"], d["draining"])
+        return cls(
+            _ip4(d["address"]),
+            d["port"],
+            d["weight"],
+            d["sandbox"],
+            d["draining"],
+            d.get("node"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +378,8 @@ class Service:
     id: str
     name: str
     network_id: str
-    index: int  # 1..65535, unique among services: the datapath's service id (reused after rm)
+    index: int  # 1..65535, the datapath's service id: unique among the services a node sees,
+    # as network indexes are (reused after rm)
     vip: IPAddress | None  # None in dnsrr mode
     ports: tuple[ServicePort, ...]
     mode: str = "vip"  # "vip" or "dnsrr"

@@ -51,7 +51,7 @@ __all__ = [
 
 MODES = ("vip", "dnsrr")
 LB_MODES = ("maglev", "random")
-SERVICE_DRIVERS = ("bridge",)  # drivers with IPAM and a datapath (overlay comes next)
+SERVICE_DRIVERS = ("bridge", "overlay")  # drivers with IPAM and a datapath
 MAX_INDEX = 65535  # service indexes are 1..MAX_INDEX
 MAX_WEIGHT = 0xFFFF_FFFF  # pydp.control.maglev.MAX_WEIGHT (the fill loop's uint32_t)
 RANDOM_MAX_SLOTS = 131071  # a random table's slots (one per unit of weight): Maglev's largest
@@ -243,11 +243,11 @@ def parse_spec(
 
 
 def check_network(net: Network) -> None:
-    """Only networks with IPAM and a datapath (bridge; overlay later) hold services."""
+    """Only networks with IPAM and a datapath (bridge, overlay) hold services."""
     if net.driver not in SERVICE_DRIVERS or net.pool is None:
         raise ConfigError(
             f"--network: network {net.name} ({net.driver} driver) cannot hold services;"
-            " use a bridge network"
+            " use a bridge or overlay network"
         )
 
 
@@ -286,8 +286,9 @@ def resolve_backends(
     sandboxes: Collection[str],
     vips: Mapping[IPAddress, str],
 ) -> tuple[ServiceBackend, ...]:
-    """Backends as given, resolved: a sandbox's address is its endpoint's on the service's
-    network (``endpoints``: that network's); an address is any unicast IPv4 but a VIP.
+    """Backends as given, resolved: a sandbox's address (and node) is its endpoint's on the
+    service's network (``endpoints``: that network's); an address is any unicast IPv4 but
+    a VIP.
     A backend given twice (or the same address and port twice) is refused."""
     by_sandbox = {e.sandbox: e for e in endpoints}
     out: list[ServiceBackend] = []
@@ -304,7 +305,7 @@ def resolve_backends(
                 raise ConfigError(
                     f"{flag}: sandbox {ref.sandbox} is not connected to network {net.name}"
                 )
-            backend = ServiceBackend(ep.address, ref.port, sandbox=ref.sandbox)
+            backend = ServiceBackend(ep.address, ref.port, sandbox=ref.sandbox, node=ep.node)
         for other in out:
             if other.identity == backend.identity:
                 if other.spec == backend.spec:

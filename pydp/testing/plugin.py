@@ -6,9 +6,11 @@ Fixtures:
   (root and ``ip`` from iproute2); for tests that build a `Topology` by hand.
 - ``topology`` -- function scope: a fresh `Topology` per test.
 - ``topology_module`` -- module scope: one `Topology` shared by a module.
+- ``etcd`` -- function scope: a private etcd (`pydp.testing.etcd.etcd_server`).
+- ``etcd_module`` -- module scope: one etcd shared by a module.
 
 The topology fixtures depend on ``netns_ready`` and so skip, with the reason
-printed, where it skips.
+printed, where it skips; the etcd fixtures skip where etcd is not installed.
 At session start, namespaces left by dead pytest runs are removed.
 """
 
@@ -18,12 +20,21 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from pydp.testing.etcd import EtcdServer, etcd_missing, etcd_server
 from pydp.testing.topology import Topology, cleanup_stale
 
-__all__ = ["netns_ready", "pytest_sessionstart", "topology", "topology_module"]
+__all__ = [
+    "etcd",
+    "etcd_module",
+    "netns_ready",
+    "pytest_sessionstart",
+    "topology",
+    "topology_module",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +90,32 @@ def topology_module(netns_ready: None) -> Iterator[Topology]:
     """
     with Topology() as topo:
         yield topo
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """A private etcd for one test, on 127.0.0.1 and free ports, killed and its data
+    removed after the test even when it fails.
+
+    Scope: function. Depends on: nothing (no root); skips without etcd installed.
+    """
+    reason = etcd_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with etcd_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def etcd_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """One private etcd shared by every test of a module, stopped after the last one.
+
+    Scope: module. Depends on: nothing (no root); skips without etcd installed. Tests
+    sharing it should each use their own key prefix (``server.url("/<test>")``) and
+    expect other tests' revisions: etcd's revision is cluster-wide.
+    """
+    reason = etcd_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with etcd_server(tmp_path_factory.mktemp("etcd")) as server:
+        yield server

@@ -187,7 +187,7 @@ def test_teardown_leaves_nothing(pydp_node: PydpNode) -> None:
         ),
         (
             ["network", "create", "-d", "nope", "z"],
-            'Error: -d/--driver: unknown driver "nope" (known: bridge, host, null)',
+            'Error: -d/--driver: unknown driver "nope" (known: bridge, host, null, overlay)',
         ),
         (["network", "rm", "ghost"], "Error: network ghost not found"),
         (["network", "rm", "base"], "Error: network base has active endpoints (s1)"),

@@ -3,6 +3,7 @@ every bad input refused in one line with nothing changed (no traffic here)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def test_service_create_ls_inspect_update_rm(pydp_node: PydpNode) -> None:
         "Index": 1,
         "Network": "n1",
         "NetworkID": node.json("network", "inspect", "n1")[0]["Id"],
+        "Scope": "local",
         "Mode": "vip",
         "VIP": "10.61.0.4",
         "Ports": ["80/tcp", "53/udp"],
@@ -95,6 +97,7 @@ def test_service_create_ls_inspect_update_rm(pydp_node: PydpNode) -> None:
             {
                 "Backend": "a",
                 "Sandbox": "a",
+                "Node": socket.gethostname(),  # no --node, no $PYDP_NODE
                 "Address": "10.61.0.2",
                 "Port": None,
                 "Weight": 1,
@@ -103,6 +106,7 @@ def test_service_create_ls_inspect_update_rm(pydp_node: PydpNode) -> None:
             {
                 "Backend": "b:8080",
                 "Sandbox": "b",
+                "Node": socket.gethostname(),  # no --node, no $PYDP_NODE
                 "Address": "10.61.0.3",
                 "Port": 8080,
                 "Weight": 1,
@@ -111,6 +115,7 @@ def test_service_create_ls_inspect_update_rm(pydp_node: PydpNode) -> None:
             {
                 "Backend": "10.70.0.9:80",
                 "Sandbox": "",
+                "Node": "",
                 "Address": "10.70.0.9",
                 "Port": 80,
                 "Weight": 1,
@@ -395,7 +400,8 @@ BAD: list[tuple[str, list[str], str]] = [
     (
         "network-host",
         ["service", "create", "x", "--network", "host", "--port", "80"],
-        "--network: network host (host driver) cannot hold services; use a bridge network",
+        "--network: network host (host driver) cannot hold services;"
+        " use a bridge or overlay network",
     ),
     ("network-rm-with-services", ["network", "rm", "n3"], "network n3 has services (api)"),
     ("service-rm-unknown", ["service", "rm", "ghost"], "service ghost not found"),

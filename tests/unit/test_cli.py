@@ -14,6 +14,9 @@ from pydp.cli import main, table
         (["frobnicate"], "Error: argument COMMAND: invalid choice: 'frobnicate'"),
         (["metrics", "--format", "yaml"], "Error: argument --format: invalid choice: 'yaml'"),
         (["endpoint"], "Error: the following arguments are required: VERB"),
+        (["node"], "Error: the following arguments are required: VERB"),
+        (["node", "ls", "--format", "yaml"], "Error: argument --format: invalid choice: 'yaml'"),
+        (["--node"], "Error: argument --node: expected one argument"),
     ],
 )
 def test_cli_usage_error_exits_2_with_one_line(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from netaddr import IPAddress, IPNetwork
 
-from pydp.control.ipam import Pool, default_pools, parse_pool
+from pydp.control.ipam import Pool, default_global_pools, default_pools, parse_pool
 from pydp.errors import ConfigError, ConflictError
 
 
@@ -15,6 +15,17 @@ def test_default_pools_are_dockers() -> None:
     assert pools[0] == IPNetwork("172.17.0.0/16") and pools[14] == IPNetwork("172.31.0.0/16")
     assert pools[15] == IPNetwork("192.168.0.0/20") and pools[-1] == IPNetwork("192.168.240.0/20")
     assert len(pools) == 15 + 16
+
+
+def test_default_global_pools_are_swarms() -> None:
+    """Global (overlay) pools: the /24s of 10.0.0.0/8 in order, as Docker's swarm default;
+    parse_pool takes the first clear of every network given."""
+    pools = default_global_pools()
+    assert [next(pools) for _ in range(2)] == [IPNetwork("10.0.0.0/24"), IPNetwork("10.0.1.0/24")]
+    assert sum(1 for _ in pools) == 65536 - 2
+    taken = {"a": IPNetwork("10.0.0.0/23"), "b": IPNetwork("10.0.2.128/25")}
+    pool = parse_pool(None, taken=taken, pools=default_global_pools())
+    assert pool.subnet == IPNetwork("10.0.3.0/24") and pool.gateway == IPAddress("10.0.3.1")
 
 
 def test_parse_pool_without_subnet_takes_first_free_default() -> None:

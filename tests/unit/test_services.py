@@ -20,8 +20,8 @@ from pydp.store import open_store
 
 @pytest.fixture
 def ctl(tmp_path: Path) -> Controller:
-    """Function scope: a controller over a fresh store in tmp_path."""
-    return Controller(open_store(tmp_path / "state"), netns_prefix="pdu-")
+    """Function scope: a controller of node h1 over a fresh store in tmp_path."""
+    return Controller(open_store(tmp_path / "state"), netns_prefix="pdu-", node="h1")
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_create_allocates_vip_after_endpoints(world: Controller) -> None:
     assert (web.vip, web.index, web.mode, web.lb) == (ip("10.7.0.4"), 1, "vip", "maglev")
     assert web.ports == (ServicePort(80, "tcp"),)
     assert web.publish == ((8080, ServicePort(80, "tcp")),)
-    assert web.backends == (ServiceBackend(ip("10.7.0.2"), None, 1, "a"),)
+    assert web.backends == (ServiceBackend(ip("10.7.0.2"), None, 1, "a", node="h1"),)
     assert world.service(web.id[:12]) == web and world.service(web.id) == web
     assert [s.name for s in world.services()] == ["web"]
 
@@ -110,7 +110,7 @@ def test_update_add_remove_weight(world: Controller) -> None:
         ("192.168.9.9:80", "192.168.9.9:80", 1),
     ]
     svc = world.update_service("web", remove=["b", "192.168.9.9:80"], weights={"10.7.0.2": 0})
-    assert svc.backends == (ServiceBackend(ip("10.7.0.2"), None, 0, "a"),)
+    assert svc.backends == (ServiceBackend(ip("10.7.0.2"), None, 0, "a", node="h1"),)
     assert svc.active_backends() == () and world.service("web") == svc
 
 
@@ -219,7 +219,7 @@ def test_json_round_trip() -> None:
         "vip",
         ((8080, ServicePort(80, "tcp")), (5353, ServicePort(53, "udp"))),
         (
-            ServiceBackend(ip("10.7.0.2"), None, 3, "a"),
+            ServiceBackend(ip("10.7.0.2"), None, 3, "a", node="h1"),
             ServiceBackend(ip("10.1.2.3"), 8080, 0, None, True),
         ),
         "random",
@@ -531,13 +531,15 @@ BAD: list[tuple[str, Call, type[PydpError], str]] = [
         "network-host",
         lambda c: c.create_service("x", "host", ["80"]),
         ConfigError,
-        "--network: network host (host driver) cannot hold services; use a bridge network",
+        "--network: network host (host driver) cannot hold services;"
+        " use a bridge or overlay network",
     ),
     (
         "network-none",
         lambda c: c.create_service("x", "none", ["80"]),
         ConfigError,
-        "--network: network none (null driver) cannot hold services; use a bridge network",
+        "--network: network none (null driver) cannot hold services;"
+        " use a bridge or overlay network",
     ),
     (
         "mode",

@@ -1,18 +1,41 @@
-"""pydp.store: keys, revisions, compare-and-swap, transactions, watch, schema, in one process."""
+"""pydp.store: keys, revisions, compare-and-swap, transactions, watch, schema, in one process.
+
+The tests taking the ``store`` fixture are the Store conformance suite: each runs against
+the SQLite store and against an etcd store (a real etcd shared by the module, a key prefix
+of its own per test). They state the common contract: revisions are counted from the
+store's revision when the test starts, since a new etcd store is at its cluster's
+revision where a new SQLite store is at 0 (tests of that are per store below).
+"""
 
 from __future__ import annotations
 
 import importlib
+import itertools
+import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 import pydp.store._schema as schema
 from pydp.errors import ConfigError, ConflictError
-from pydp.store import CompactedError, Entry, Event, SQLiteStore, open_store
+from pydp.store import (
+    CompactedError,
+    Entry,
+    EtcdStore,
+    Event,
+    SQLiteStore,
+    Store,
+    Txn,
+    open_store,
+    run_transaction,
+)
+
+_prefixes = itertools.count()
 
 
 def isort_key(name: str) -> tuple[int, str]:
@@ -20,9 +43,50 @@ def isort_key(name: str) -> tuple[int, str]:
     return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
 
 
+@dataclass
+class Backend:
+    """One store kind under test: ``open()`` gives another store object on the same data."""
+
+    kind: str
+    factory: Callable[[], Store]
+    opened: list[Store] = field(default_factory=list)
+
+    def open(self) -> Store:
+        store = self.factory()
+        self.opened.append(store)
+        return store
+
+
+def unique_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix in etcd of this test alone: its name and a counter."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)
+    return f"/test/{name}-{next(_prefixes)}"
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Function scope: the SQLite store in tmp_path, or an etcd store on the module's etcd
+    (``etcd_module``, which skips without etcd) under a key prefix of this test."""
+    if request.param == "sqlite":
+        backend = Backend("sqlite", lambda: SQLiteStore(tmp_path / "state.db"))
+    else:
+        url = request.getfixturevalue("etcd_module").url(unique_prefix(request))
+        backend = Backend("etcd", lambda: EtcdStore(url))
+    try:
+        yield backend
+    finally:
+        for store in backend.opened:
+            store.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore(tmp_path / "state.db")
+def store(backend: Backend) -> Store:
+    return backend.open()
+
+
+def store_name(store: Store) -> str:
+    """What a store's messages call it: the SQLite file, or the etcd URL."""
+    return str(store.path) if isinstance(store, SQLiteStore) else store.name  # type: ignore[attr-defined]
 
 
 def test_store_all_is_sorted_and_complete() -> None:
@@ -32,29 +96,38 @@ def test_store_all_is_sorted_and_complete() -> None:
     assert all(hasattr(mod, name) for name in mod.__all__)
 
 
-def test_store_put_get_delete(store: SQLiteStore) -> None:
+def test_store_put_get_delete(store: Store) -> None:
     """A put is read back with its revisions, and a delete removes it once."""
-    assert store.revision() == 0 and store.get("/networks/a") is None
-    assert store.put("/networks/a", '{"x": 1}') == 1
-    assert store.get("/networks/a") == Entry("/networks/a", '{"x": 1}', 1, 1)
+    r0 = store.revision()
+    assert store.get("/networks/a") is None
+    assert store.put("/networks/a", '{"x": 1}') == r0 + 1
+    assert store.get("/networks/a") == Entry("/networks/a", '{"x": 1}', r0 + 1, r0 + 1)
     assert store.delete("/networks/a") is True
     assert store.get("/networks/a") is None
     assert store.delete("/networks/a") is False
 
 
-def test_store_revisions_and_created(store: SQLiteStore) -> None:
+def test_store_new_sqlite_store_is_at_revision_0(tmp_path: Path) -> None:
+    """A new SQLite store is at revision 0, and its first write makes revision 1."""
+    store = SQLiteStore(tmp_path / "s.db")
+    assert store.revision() == 0
+    assert store.put("/a", "1") == 1
+
+
+def test_store_revisions_and_created(store: Store) -> None:
     """Each write makes one store revision; created stays until the key is deleted."""
+    r0 = store.revision()
     store.put("/a", "1")
     store.put("/b", "1")
-    assert store.put("/a", "2") == 3
-    assert store.get("/a") == Entry("/a", "2", 3, 1)
-    assert store.delete("/a") is True and store.revision() == 4
-    assert store.delete("/a") is False and store.revision() == 4  # no change, no revision
-    assert store.put("/a", "3") == 5
-    assert store.get("/a") == Entry("/a", "3", 5, 5)
+    assert store.put("/a", "2") == r0 + 3
+    assert store.get("/a") == Entry("/a", "2", r0 + 3, r0 + 1)
+    assert store.delete("/a") is True and store.revision() == r0 + 4
+    assert store.delete("/a") is False and store.revision() == r0 + 4  # no change, no revision
+    assert store.put("/a", "3") == r0 + 5
+    assert store.get("/a") == Entry("/a", "3", r0 + 5, r0 + 5)
 
 
-def test_store_list_is_a_plain_prefix_sorted_by_key(store: SQLiteStore) -> None:
+def test_store_list_is_a_plain_prefix_sorted_by_key(store: Store) -> None:
     """A prefix is a plain string prefix, as in etcd: "/net" matches "/networks/..."."""
     for key in ["/networks/b", "/net/x", "/networksX", "/networks/a", "/endpoints/a"]:
         store.put(key, "{}")
@@ -69,7 +142,7 @@ def test_store_list_is_a_plain_prefix_sorted_by_key(store: SQLiteStore) -> None:
     assert len(store.list("/")) == 5
 
 
-def test_store_list_prefix_ending_in_the_last_code_point(store: SQLiteStore) -> None:
+def test_store_list_prefix_ending_in_the_last_code_point(store: Store) -> None:
     """A prefix ending in U+10FFFF, which has no successor, still lists exactly its keys."""
     store.put("/a\U0010ffff", "1")
     store.put("/a\U0010ffff/b", "2")
@@ -77,11 +150,12 @@ def test_store_list_prefix_ending_in_the_last_code_point(store: SQLiteStore) -> 
     assert [e.value for e in store.list("/a\U0010ffff")] == ["1", "2"]
 
 
-def test_store_snapshot_returns_the_revision_it_read_at(store: SQLiteStore) -> None:
+def test_store_snapshot_returns_the_revision_it_read_at(store: Store) -> None:
     """snapshot() gives the entries and the store revision to watch from."""
+    r0 = store.revision()
     store.put("/networks/a", "1")
     store.put("/endpoints/a", "2")
-    assert store.snapshot("/networks/") == (2, [Entry("/networks/a", "1", 1, 1)])
+    assert store.snapshot("/networks/") == (r0 + 2, [Entry("/networks/a", "1", r0 + 1, r0 + 1)])
 
 
 @pytest.mark.parametrize(
@@ -94,7 +168,7 @@ def test_store_snapshot_returns_the_revision_it_read_at(store: SQLiteStore) -> N
         ("/\ud800", "key '/\\ud800': not valid unicode"),
     ],
 )
-def test_store_bad_key_is_config_error(store: SQLiteStore, key: object, message: str) -> None:
+def test_store_bad_key_is_config_error(store: Store, key: object, message: str) -> None:
     """Keys that do not start with "/" (or are not text) are refused with ConfigError."""
     with pytest.raises(ConfigError) as e:
         store.put(key, "{}")  # type: ignore[arg-type]
@@ -103,52 +177,59 @@ def test_store_bad_key_is_config_error(store: SQLiteStore, key: object, message:
         store.get(key)  # type: ignore[arg-type]
 
 
-def test_store_value_must_be_str(store: SQLiteStore) -> None:
+def test_store_value_must_be_str(store: Store) -> None:
     """A value that is not str is refused with ConfigError naming the key."""
     with pytest.raises(ConfigError) as e:
         store.put("/x", b"{}")  # type: ignore[arg-type]
     assert str(e.value) == "put /x: value must be str, got bytes"
 
 
-def test_store_cas_succeeds_when_expectation_holds(store: SQLiteStore) -> None:
+def test_store_cas_succeeds_when_expectation_holds(store: Store) -> None:
     """expect=0 creates an absent key; expect=N updates a key at revision N."""
-    assert store.put("/networks/x", "1", expect=0) == 1
-    assert store.put("/networks/x", "2", expect=1) == 2
-    assert store.delete("/networks/x", expect=2) is True
+    r0 = store.revision()
+    assert store.put("/networks/x", "1", expect=0) == r0 + 1
+    assert store.put("/networks/x", "2", expect=r0 + 1) == r0 + 2
+    assert store.delete("/networks/x", expect=r0 + 2) is True
     assert store.delete("/networks/x", expect=0) is False
 
 
 @pytest.mark.parametrize(
     ("op", "key", "expect", "message"),
-    [
-        ("put", "/networks/x", 5, "put /networks/x: revision is 1, expected 5"),
-        ("put", "/networks/x", 0, "put /networks/x: key exists at revision 1, expected absent"),
-        ("put", "/networks/y", 3, "put /networks/y: key is absent, expected revision 3"),
-        ("delete", "/networks/x", 2, "delete /networks/x: revision is 1, expected 2"),
+    [  # expect: None is 0; else added to the revision of /networks/x, written first
+        ("put", "/networks/x", 4, "put /networks/x: revision is {r}, expected {e}"),
+        (
+            "put",
+            "/networks/x",
+            None,
+            "put /networks/x: key exists at revision {r}, expected absent",
+        ),
+        ("put", "/networks/y", 2, "put /networks/y: key is absent, expected revision {e}"),
+        ("delete", "/networks/x", 1, "delete /networks/x: revision is {r}, expected {e}"),
         (
             "delete",
             "/networks/x",
-            0,
-            "delete /networks/x: key exists at revision 1, expected absent",
+            None,
+            "delete /networks/x: key exists at revision {r}, expected absent",
         ),
-        ("delete", "/networks/y", 1, "delete /networks/y: key is absent, expected revision 1"),
+        ("delete", "/networks/y", 0, "delete /networks/y: key is absent, expected revision {e}"),
     ],
 )
 def test_store_cas_conflict_message(
-    store: SQLiteStore, op: str, key: str, expect: int, message: str
+    store: Store, op: str, key: str, expect: int | None, message: str
 ) -> None:
     """A failed compare-and-swap raises ConflictError with an exact message and changes nothing."""
-    store.put("/networks/x", "1")
+    r = store.put("/networks/x", "1")
+    e_ = 0 if expect is None else r + expect
     with pytest.raises(ConflictError) as e:
         if op == "put":
-            store.put(key, "2", expect=expect)
+            store.put(key, "2", expect=e_)
         else:
-            store.delete(key, expect=expect)
-    assert str(e.value) == message
-    assert store.revision() == 1 and store.get("/networks/x") == Entry("/networks/x", "1", 1, 1)
+            store.delete(key, expect=e_)
+    assert str(e.value) == message.format(r=r, e=e_)
+    assert store.revision() == r and store.get("/networks/x") == Entry("/networks/x", "1", r, r)
 
 
-def test_store_cas_negative_expect_is_config_error(store: SQLiteStore) -> None:
+def test_store_cas_negative_expect_is_config_error(store: Store) -> None:
     """A negative expected revision is bad input, not a conflict."""
     with pytest.raises(ConfigError) as e:
         store.put("/x", "1", expect=-1)
@@ -159,109 +240,144 @@ class Boom(RuntimeError):
     """Raised inside a transaction by the tests."""
 
 
-def test_transaction_exception_rolls_back_everything(store: SQLiteStore) -> None:
+def test_transaction_exception_rolls_back_everything(store: Store) -> None:
     """An exception inside a transaction undoes all its writes and creates no revision."""
-    store.put("/a", "1")
+    r = store.put("/a", "1")
     with pytest.raises(Boom), store.transaction() as txn:
         txn.put("/a", "2")
         txn.put("/b", "2")
         assert txn.delete("/a") is True
         raise Boom
-    assert store.revision() == 1
-    assert store.list("/") == [Entry("/a", "1", 1, 1)]
-    assert list(store.watch("/", since=1, timeout=0)) == []
+    assert store.revision() == r
+    assert store.list("/") == [Entry("/a", "1", r, r)]
+    assert list(store.watch("/", since=r, timeout=0)) == []
 
 
-def test_transaction_writes_share_one_revision(store: SQLiteStore) -> None:
+def test_transaction_writes_share_one_revision(store: Store) -> None:
     """Every write of one transaction gets the same new revision, as in etcd."""
+    r0 = store.revision()
     store.put("/a", "1")
     store.put("/b", "1")
     with store.transaction() as txn:
         txn.put("/a", "2")
         txn.put("/c", "2")
         txn.delete("/b")
-    assert store.revision() == 3
-    assert store.list("/") == [Entry("/a", "2", 3, 1), Entry("/c", "2", 3, 3)]
-    assert list(store.watch("/", since=2, timeout=0)) == [
-        Event("put", "/a", "2", 3),
-        Event("delete", "/b", None, 3),
-        Event("put", "/c", "2", 3),
+    r = r0 + 3
+    assert store.revision() == r
+    assert store.list("/") == [Entry("/a", "2", r, r0 + 1), Entry("/c", "2", r, r)]
+    assert list(store.watch("/", since=r0 + 2, timeout=0)) == [
+        Event("put", "/a", "2", r),
+        Event("delete", "/b", None, r),
+        Event("put", "/c", "2", r),
     ]
 
 
-def test_transaction_reads_its_own_writes(store: SQLiteStore) -> None:
+def test_transaction_reads_its_own_writes(store: Store) -> None:
     """Reads inside a transaction see its writes; a key made and removed inside leaves no event."""
-    store.put("/a", "1")
+    r = store.put("/a", "1")
     with store.transaction() as txn:
         txn.put("/a", "2")
-        assert txn.get("/a") == Entry("/a", "2", 2, 1)
+        assert txn.get("/a") == Entry("/a", "2", r + 1, r)
         txn.put("/tmp", "x")
         assert [e.key for e in txn.list("/")] == ["/a", "/tmp"]
         assert txn.delete("/tmp") is True
-    assert list(store.watch("/", since=1, timeout=0)) == [Event("put", "/a", "2", 2)]
+        assert txn.get("/tmp") is None and [e.key for e in txn.list("/")] == ["/a"]
+    assert list(store.watch("/", since=r, timeout=0)) == [Event("put", "/a", "2", r + 1)]
 
 
-def test_transaction_without_writes_creates_no_revision(store: SQLiteStore) -> None:
+def test_transaction_put_after_delete(backend: Backend) -> None:
+    """A key deleted and put again inside one transaction is one put; SQLite creates it anew,
+    etcd keeps its created (etcd cannot delete and create one key in one revision)."""
+    store = backend.open()
+    r = store.put("/a", "1")
+    with store.transaction() as txn:
+        assert txn.delete("/a") is True
+        txn.put("/a", "2")
+        created = r + 1 if backend.kind == "sqlite" else r
+        assert txn.get("/a") == Entry("/a", "2", r + 1, created)
+    assert store.get("/a") == Entry("/a", "2", r + 1, created)
+    assert list(store.watch("/", since=r, timeout=0))[-1] == Event("put", "/a", "2", r + 1)
+
+
+def test_transaction_without_writes_creates_no_revision(store: Store) -> None:
     """A transaction that only reads (or deletes nothing) leaves the revision alone."""
-    store.put("/a", "1")
+    r = store.put("/a", "1")
     with store.transaction() as txn:
         assert txn.get("/a") is not None
         assert txn.delete("/missing") is False
-    assert store.revision() == 1
+    assert store.revision() == r
 
 
-def test_transaction_misuse_is_config_error(store: SQLiteStore) -> None:
+def test_transaction_misuse_is_config_error(store: Store) -> None:
     """Store writes inside a transaction, and a Txn used after it ended, are refused."""
+    r0 = store.revision()
     with store.transaction() as txn, pytest.raises(ConfigError) as e:
         store.put("/a", "1")
     assert str(e.value) == "put /a: the store is inside a transaction; use the Txn"
     with pytest.raises(ConfigError) as e:
         txn.put("/a", "1")
     assert str(e.value) == "transaction: used after it ended"
-    assert store.revision() == 0
+    assert store.revision() == r0
 
 
-def test_watch_replays_history_in_revision_order(store: SQLiteStore) -> None:
+def test_run_transaction_returns_what_the_function_returns(store: Store) -> None:
+    """run_transaction commits the function's writes and returns its result."""
+    r = store.put("/counter", "1")
+
+    def increment(txn: Txn) -> int:
+        entry = txn.get("/counter")
+        assert entry is not None
+        txn.put("/counter", str(int(entry.value) + 1))
+        return int(entry.value) + 1
+
+    assert run_transaction(store, increment) == 2
+    assert store.get("/counter") == Entry("/counter", "2", r + 1, r)
+
+
+def test_watch_replays_history_in_revision_order(store: Store) -> None:
     """A watch yields every change under the prefix after `since`, oldest first."""
+    r0 = store.revision()
     store.put("/networks/a", "1")
     store.put("/endpoints/a", "1")
     store.put("/networks/b", "1")
     store.delete("/networks/a")
-    assert list(store.watch("/networks/", since=1, timeout=0)) == [
-        Event("put", "/networks/b", "1", 3),
-        Event("delete", "/networks/a", None, 4),
+    assert list(store.watch("/networks/", since=r0 + 1, timeout=0)) == [
+        Event("put", "/networks/b", "1", r0 + 3),
+        Event("delete", "/networks/a", None, r0 + 4),
     ]
 
 
-def test_watch_sees_a_put_from_another_store_object(tmp_path: Path) -> None:
-    """A watch on one store object sees a put made through another one on the same file."""
-    a, b = SQLiteStore(tmp_path / "s.db"), SQLiteStore(tmp_path / "s.db")
-    events = b.watch("/networks/", since=0, timeout=2)
+def test_watch_sees_a_put_from_another_store_object(backend: Backend) -> None:
+    """A watch on one store object sees a put made through another one on the same data."""
+    a, b = backend.open(), backend.open()
+    r0 = a.revision()
+    events = b.watch("/networks/", since=r0, timeout=2)
     threading.Timer(0.1, a.put, ("/networks/a", "1")).start()
-    assert next(events) == Event("put", "/networks/a", "1", 1)
+    assert next(events) == Event("put", "/networks/a", "1", r0 + 1)
 
 
-def test_watch_timeout_ends_the_iterator(store: SQLiteStore) -> None:
+def test_watch_timeout_ends_the_iterator(store: Store) -> None:
     """With no new event for `timeout` seconds the iterator ends; other prefixes do not count."""
+    r0 = store.revision()
     store.put("/networks/a", "1")
     timer = threading.Timer(0.1, store.put, ("/endpoints/a", "1"))
     timer.start()
     start = time.monotonic()
-    assert [e.key for e in store.watch("/networks/", since=0, timeout=0.3)] == ["/networks/a"]
+    assert [e.key for e in store.watch("/networks/", since=r0, timeout=0.3)] == ["/networks/a"]
     timer.join()
     assert 0.3 <= time.monotonic() - start < 1.0
 
 
-def test_watch_stop_ends_the_iterator(store: SQLiteStore) -> None:
+def test_watch_stop_ends_the_iterator(store: Store) -> None:
     """Setting `stop` from another thread ends a watch that has no timeout."""
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()
     start = time.monotonic()
-    assert list(store.watch("/", since=0, stop=stop)) == []
+    assert list(store.watch("/", since=store.revision(), stop=stop)) == []
     assert time.monotonic() - start < 1.0
 
 
-def test_watch_bad_since_is_config_error(store: SQLiteStore) -> None:
+def test_watch_bad_since_is_config_error(store: Store) -> None:
     """A negative `since` is refused when watch is called."""
     with pytest.raises(ConfigError) as e:
         store.watch("/", since=-1)
@@ -294,17 +410,36 @@ def test_watch_compacted_while_iterating(tmp_path: Path) -> None:
         next(events)
 
 
-def test_store_compact_drops_history_up_to_a_revision(store: SQLiteStore) -> None:
-    """compact(N) drops history up to N, as etcd's Compact, and refuses future revisions."""
+def test_watch_compacted_before_the_first_event(store: Store) -> None:
+    """A watch whose history is compacted after the call raises CompactedError when read."""
+    r0 = store.put("/k", "0")
+    events = store.watch("/", since=r0, timeout=0)
     for i in range(4):
         store.put("/k", str(i))
-    store.compact(2)
-    assert [e.revision for e in store.watch("/", since=2, timeout=0)] == [3, 4]
-    with pytest.raises(CompactedError):
-        store.watch("/", since=1)
-    with pytest.raises(ConfigError) as e:
-        store.compact(9)
-    assert str(e.value) == "compact 9: expected a revision in 0..4"
+    store.compact(r0 + 2)
+    with pytest.raises(CompactedError) as e:
+        next(events)
+    assert e.value.compacted == r0 + 2
+
+
+def test_store_compact_drops_history_up_to_a_revision(store: Store) -> None:
+    """compact(N) drops history up to N, as etcd's Compact, and refuses future revisions."""
+    r0 = store.revision()
+    for i in range(4):
+        store.put("/k", str(i))
+    store.compact(r0 + 2)
+    assert [e.revision for e in store.watch("/", since=r0 + 2, timeout=0)] == [r0 + 3, r0 + 4]
+    with pytest.raises(CompactedError) as e:
+        store.watch("/", since=r0 + 1)
+    assert str(e.value) == (
+        f"watch / since revision {r0 + 1}: history up to revision {r0 + 2} is compacted; "
+        "list again and watch from that list's revision"
+    )
+    assert e.value.compacted == r0 + 2
+    store.compact(r0 + 1)  # compacted there already: nothing to do
+    with pytest.raises(ConfigError) as e2:
+        store.compact(r0 + 9)
+    assert str(e2.value) == f"compact {r0 + 9}: expected a revision in 0..{r0 + 4}"
 
 
 def test_schema_new_db_is_wal_at_current_version(tmp_path: Path) -> None:
@@ -359,17 +494,18 @@ def test_store_open_in_missing_directory_is_config_error(tmp_path: Path) -> None
     assert str(e.value) == f"open store {path}: unable to open database file"
 
 
-def test_store_closed_is_config_error(store: SQLiteStore) -> None:
+def test_store_closed_is_config_error(store: Store) -> None:
     """A closed store refuses further use with ConfigError; close is idempotent."""
     store.close()
     store.close()
     with pytest.raises(ConfigError) as e:
         store.revision()
-    assert str(e.value) == f"store {store.path}: closed"
+    assert str(e.value) == f"store {store_name(store)}: closed"
 
 
 def test_open_store_uses_pydp_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """open_store() puts state.db in $PYDP_STATE_DIR, created 0700; an argument wins."""
+    monkeypatch.delenv("PYDP_STORE", raising=False)
     monkeypatch.setenv("PYDP_STATE_DIR", str(tmp_path / "env"))
     store = open_store()
     assert isinstance(store, SQLiteStore) and store.path == tmp_path / "env" / "state.db"
