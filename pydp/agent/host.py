@@ -52,7 +52,7 @@ class PydpHost:
         # state dir (created either way: it also holds the applied revision and the lock)
         self.store = open_store(store, state_dir=self.state_dir)
         self.netns_prefix = netns_prefix(self.state_dir)
-        self.reconciler = Reconciler(self.store, self.netns_prefix, self.bpffs, uplink)
+        self.reconciler = Reconciler(self.store, self.netns_prefix, self.bpffs, uplink, node)
         self.controller = Controller(
             self.store, self.netns_prefix, self.reconciler.check_network, node=node
         )
@@ -98,7 +98,7 @@ class PydpHost:
         for name in netns_list(self.netns_prefix):
             netns_delete(name)
         with NetHost() as host:
-            for prefix in (f"{OWNER_PREFIX}ep/", f"{OWNER_PREFIX}net/"):
+            for prefix in (f"{OWNER_PREFIX}ep/", f"{OWNER_PREFIX}net/", f"{OWNER_PREFIX}vxlan"):
                 for link in host.owned_links(prefix):
                     host.delete_link(link.name)
         remove_root(self.bpffs)

@@ -19,26 +19,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netaddr import IPAddress, IPNetwork
+from netaddr import EUI, IPAddress, IPNetwork, mac_unix_expanded
 
 from pydp.agent.uplink import Uplink, find_uplink
-from pydp.control.driver import ENABLE_MASQUERADE, PARENT, BridgeDriver
+from pydp.control.driver import ENABLE_MASQUERADE, PARENT, BridgeDriver, overlay_mtu
 from pydp.control.model import (
     ENDPOINTS,
     NETWORKS,
+    NODES,
     SANDBOXES,
     SERVICES,
     SETTINGS,
     Endpoint,
     Network,
+    Node,
     Sandbox,
     Service,
     Settings,
 )
+from pydp.control.nodes import node_name
 from pydp.control.ports import PortMapping
-from pydp.datapath import ENDPOINT_F_LB_BACKEND, Datapath
+from pydp.datapath import ENDPOINT_F_LB_BACKEND, ENDPOINT_F_REMOTE, Datapath
 from pydp.datapath_lb import ServiceSpec
 from pydp.datapath_nat import NatDatapath
+from pydp.datapath_overlay import VXLAN_NAME, VXLAN_OWNER, VXLAN_PORT, OverlayDatapath
 from pydp.errors import ConflictError, NotFoundError
 from pydp.loader import prune_links
 from pydp.maps import Endpoint as MapEndpoint
@@ -65,6 +69,14 @@ CRASH_ENV = "PYDP_CRASH_AT"  # tests: SIGKILL ourselves at the named point
 PROTO_NUMBERS = {"tcp": 6, "udp": 17}
 READY = 0x7064  # IFLA_GROUP of an endpoint veth whose sandbox side is configured ("pd")
 READY_GW = 0x7067  # ... and whose interface carries the sandbox's default route ("pg")
+WIRED = ("bridge", "overlay")  # the drivers whose endpoints get a veth and the datapath
+ROUTER_OUI = 0x0242FF000000  # overlay router MACs: 02:42:ff and the VNI
+
+
+def router_mac(net: Network) -> EUI:
+    """An overlay network's virtual router MAC (every ARP there is answered with it): the
+    same on every node, so frames tunnelled in need no rewrite to be believed."""
+    return EUI(ROUTER_OUI | (net.vni or 0), dialect=mac_unix_expanded)
 
 
 def crashpoint(name: str) -> None:
@@ -91,17 +103,41 @@ class Desired:
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     services: list[Service] = field(default_factory=list)
+    node: str = ""  # the node this host is: what it wires, and what it tunnels to
+    remote: list[Endpoint] = field(default_factory=list)  # other nodes' overlay endpoints
+    nodes: dict[str, Node] = field(default_factory=dict)  # registered (alive) nodes
 
     @classmethod
-    def read(cls, store: Store) -> Desired:
+    def read(cls, store: Store, node: str = "") -> Desired:
+        """What this node must hold: the networks it sees, its own sandboxes and endpoints,
+        the other nodes' endpoints on overlay networks, the services of its networks."""
         with store.transaction() as t:
             nets = [Network.from_json(e.value) for e in t.list(NETWORKS)]
             eps = [Endpoint.from_json(e.value) for e in t.list(ENDPOINTS)]
             sbs = [Sandbox.from_json(e.value) for e in t.list(SANDBOXES)]
             svcs = [Service.from_json(e.value) for e in t.list(SERVICES)]
+            alive = [Node.from_json(e.value) for e in t.list(NODES)]
             entry = t.get(SETTINGS)
         settings = Settings() if entry is None else Settings.from_json(entry.value)
-        return cls({n.id: n for n in nets}, eps, {s.name: s for s in sbs}, settings, svcs)
+        seen = {n.id: n for n in nets if n.visible_on(node)}
+        local = [ep for ep in eps if ep.network_id in seen and ep.local_to(node)]
+        remote = [
+            ep
+            for ep in eps
+            if ep.network_id in seen
+            and not ep.local_to(node)
+            and seen[ep.network_id].driver == "overlay"
+        ]
+        return cls(
+            seen,
+            local,
+            {s.name: s for s in sbs if s.local_to(node)},
+            settings,
+            [v for v in svcs if v.network_id in seen],
+            node,
+            remote,
+            {n.name: n for n in alive},
+        )
 
     def vip_services(self) -> list[tuple[Service, Network]]:
         """Services with a VIP on a network this host has (dnsrr ones have none)."""
@@ -151,11 +187,12 @@ class Desired:
         }
 
     def wired(self) -> list[tuple[Endpoint, Network, Sandbox]]:
-        """Endpoints that need a veth: bridge networks, sandboxes with a namespace."""
+        """Endpoints that need a veth: bridge and overlay networks, sandboxes with a
+        namespace (this node's: the others' are not in ``endpoints``)."""
         out = []
         for ep in self.endpoints:
             net, sb = self.networks.get(ep.network_id), self.sandboxes.get(ep.sandbox)
-            if net and sb and sb.netns and net.driver == "bridge" and ep.address is not None:
+            if net and sb and sb.netns and net.driver in WIRED and ep.address is not None:
                 out.append((ep, net, sb))
         return sorted(out, key=lambda x: (x[2].name, x[0].ifname))
 
@@ -169,11 +206,13 @@ class Reconciler:
         netns_prefix: str,
         bpffs: Path | None = None,
         uplink: str | None = None,
+        node: str | None = None,
     ) -> None:
         self.store = store
         self.netns_prefix = netns_prefix
         self.bpffs = bpffs
         self.uplink = uplink  # --uplink; else $PYDP_UPLINK; else the default route's
+        self.node = node_name(node)  # --node; else $PYDP_NODE; else the host name
 
     def check_network(self, net: Network) -> None:
         """Before a network is stored: its bridge name must be free or pydp's, its parent
@@ -213,16 +252,17 @@ class Reconciler:
 
     def run(self) -> Desired:
         """One pass: namespaces, bridges, endpoints, then everything stale."""
-        desired = Desired.read(self.store)
+        desired = Desired.read(self.store, self.node)
         with NetHost() as host:
             self._sandboxes(desired)
             links = {link.name: link for link in host.links()}  # one dump serves every step
             self._bridges(host, desired, links)
             crashpoint("reconcile:after-bridges")
+            vxlan = self._vxlan(host, desired, links)
             with Datapath(root=self.bpffs) as dp:
                 removed = self._endpoints(host, desired, dp, links)
             with NatDatapath(root=self.bpffs) as nat:
-                self._nat(host, desired, links, nat, removed)
+                self._nat(host, desired, links, nat, removed, vxlan)
             self._stale(host, desired, links)
         return desired
 
@@ -265,23 +305,50 @@ class Reconciler:
                 links[parent] = host.adjust(port, master=bridge)
             links[name] = bridge
 
+    def _vxlan(self, host: NetHost, d: Desired, links: dict[str, Link]) -> int:
+        """The host's one VXLAN device, with from_overlay at its ingress, once this node sees
+        an overlay network; its ifindex (0: none)."""
+        if not any(n.driver == "overlay" for n in d.networks.values()):
+            return 0
+        link = links.get(VXLAN_NAME)
+        if link is None or link.kind != "vxlan" or link.owner != VXLAN_OWNER or not link.up:
+            link = host.ensure_vxlan(VXLAN_NAME, VXLAN_OWNER, VXLAN_PORT)
+            links[VXLAN_NAME] = link
+        with OverlayDatapath(root=self.bpffs) as ov:
+            ov.ensure_attached(link.ifindex)
+        return link.ifindex
+
+    def _uplink_mtu(self, host: NetHost, links: dict[str, Link]) -> int:
+        try:
+            up = find_uplink(host, self.uplink)
+        except NotFoundError:
+            return 1500
+        link = links.get(up.name)
+        return 1500 if link is None else link.mtu
+
     def _endpoints(
         self, host: NetHost, d: Desired, dp: Datapath, links: dict[str, Link]
     ) -> list[IPAddress]:
         """Endpoints whose host-side veth shows them complete (owner, bridge, MTU, peer in a
         namespace, and the READY mark set after their sandbox side was done) are left alone;
-        the others are wired, sandbox by sandbox."""
+        the others are wired, sandbox by sandbox. Other nodes' overlay endpoints are
+        written as remote entries (their node's underlay address), while that node is
+        alive (registered)."""
         wanted: dict[IPAddress, MapEndpoint] = {}
         backends = d.backend_addresses()
+        uplink_mtu = 0
         for name, eps in self._by_sandbox(d).items():
             netns = d.sandboxes[name].netns
             assert netns is not None
-            todo = [(ep, net, g) for ep, net, g in eps if not _in_place(links, ep, net, g)]
+            if not uplink_mtu and any(net.driver == "overlay" for _, net, _ in eps):
+                uplink_mtu = self._uplink_mtu(host, links)
+            shaped = [(ep, net, g, _shape(net, uplink_mtu)) for ep, net, g in eps]
+            todo = [x for x in shaped if not _in_place(links, x[0], x[2], *x[3])]
             if todo:
                 with NetHost(netns) as ns:
                     self._sandbox_basics(netns)
-                    for ep, net, group in todo:
-                        links[veth_name(ep.id)] = self._wire(host, ns, ep, net, group)
+                    for ep, net, group, (master, mtu) in todo:
+                        links[veth_name(ep.id)] = self._wire(host, ns, ep, net, group, master, mtu)
                         crashpoint("reconcile:after-veth")
             for ep, net, _ in eps:
                 link = links[veth_name(ep.id)]
@@ -289,6 +356,14 @@ class Reconciler:
                 assert ep.address is not None and ep.mac is not None
                 flags = ENDPOINT_F_LB_BACKEND if ep.address in backends else 0
                 wanted[ep.address] = MapEndpoint(link.ifindex, ep.mac, net.index, flags)
+        for ep in d.remote:
+            peer = d.nodes.get(ep.node or "")
+            net = d.networks[ep.network_id]
+            if peer is None or peer.address is None or ep.address is None or ep.mac is None:
+                continue  # its node is down: no tunnel to it
+            wanted[ep.address] = MapEndpoint(
+                0, ep.mac, net.index, ENDPOINT_F_REMOTE, node=peer.address
+            )
         return dp.sync_endpoints(wanted)
 
     def _nat(
@@ -298,6 +373,7 @@ class Reconciler:
         links: dict[str, Link],
         nat: NatDatapath,
         removed: list[IPAddress],
+        vxlan: int = 0,
     ) -> None:
         """The uplink, every bridge network's masquerade setting and subnet, every published
         port; the connections of removed endpoints are forgotten."""
@@ -309,9 +385,9 @@ class Reconciler:
             log.info("no NAT: %s", exc)
             up = None
         lo, hi = d.settings.nat_ports
-        config = HostConfig(0, None, lo, hi)
+        config = HostConfig(0, None, lo, hi, vxlan_ifindex=vxlan)
         if up is not None:
-            config = HostConfig(up.ifindex, up.address.ip, lo, hi)
+            config = HostConfig(up.ifindex, up.address.ip, lo, hi, vxlan_ifindex=vxlan)
         networks, subnets = {}, {}
         for name, net in d.bridges().items():
             assert net.pool is not None
@@ -319,6 +395,12 @@ class Reconciler:
             bridge = links.get(name)
             mac = None if bridge is None else bridge.mac
             networks[net.index] = NetworkInfo(masq) if mac is None else NetworkInfo(masq, mac)
+            subnets[net.pool.subnet] = SubnetInfo(net.index, net.pool.gateway)
+        for net in d.networks.values():
+            if net.driver != "overlay" or net.pool is None:
+                continue
+            # egress leaves from the container's own node, masqueraded (no docker_gwbridge)
+            networks[net.index] = NetworkInfo(True, router_mac(net), net.vni or 0)
             subnets[net.pool.subnet] = SubnetInfo(net.index, net.pool.gateway)
         ports = {
             PortKey(PROTO_NUMBERS[pm.proto], pm.host_port, pm.host_ip): PortTarget(
@@ -366,9 +448,18 @@ class Reconciler:
         return out
 
     @staticmethod
-    def _wire(host: NetHost, ns: NetHost, ep: Endpoint, net: Network, group: int) -> Link:
-        """Make the endpoint's veth, address and (on READY_GW) default route, then mark the
-        host side: the mark is the last step, so a crash before it is redone next time."""
+    def _wire(
+        host: NetHost,
+        ns: NetHost,
+        ep: Endpoint,
+        net: Network,
+        group: int,
+        master: str | None,
+        mtu: int | None,
+    ) -> Link:
+        """Make the endpoint's veth (enslaved to ``master``, the bridge; an overlay's has
+        none), address and (on READY_GW) default route, then mark the host side: the mark
+        is the last step, so a crash before it is redone next time."""
         assert ep.address is not None and net.pool is not None
         link = host.ensure_veth(
             veth_name(ep.id),
@@ -376,8 +467,8 @@ class Reconciler:
             ep.ifname,
             ns,
             peer_mac=ep.mac,
-            mtu=BridgeDriver.mtu(net),
-            master=BridgeDriver.bridge_name(net),
+            mtu=mtu,
+            master=master,
         )
         sysctl(f"net.ipv6.conf.{link.name}.disable_ipv6", "1")  # the host side carries IPv4 only
         ns.ensure_address(ep.ifname, IPNetwork(f"{ep.address}/{net.pool.subnet.prefixlen}"))
@@ -429,18 +520,28 @@ def _bridge_in_place(
     )
 
 
-def _in_place(links: dict[str, Link], ep: Endpoint, net: Network, group: int) -> bool:
+def _shape(net: Network, uplink_mtu: int) -> tuple[str | None, int | None]:
+    """An endpoint veth's master and MTU: a bridge network's bridge and its MTU option; an
+    overlay's no master (the program answers ARP, no bridge) and the uplink's MTU less the
+    VXLAN headers."""
+    if net.driver == "overlay":
+        return None, overlay_mtu(net, uplink_mtu)
+    return BridgeDriver.bridge_name(net), BridgeDriver.mtu(net)
+
+
+def _in_place(
+    links: dict[str, Link], ep: Endpoint, group: int, master: str | None, mtu: int | None
+) -> bool:
     """Whether the host side of ep's veth shows the endpoint fully configured."""
     link = links.get(veth_name(ep.id))
-    bridge = links.get(BridgeDriver.bridge_name(net))
-    mtu = BridgeDriver.mtu(net)
+    bridge = None if master is None else links.get(master)
     return (
         link is not None
-        and bridge is not None
+        and (master is None or bridge is not None)
         and link.owner == endpoint_owner(ep)
         and link.group == group
         and link.up
-        and link.master == bridge.ifindex
+        and link.master == (None if bridge is None else bridge.ifindex)
         and link.peer_netnsid is not None
         and (mtu is None or link.mtu == mtu)
     )

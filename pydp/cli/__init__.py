@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,20 @@ def _reconcile(host: PydpHost, a: argparse.Namespace) -> int:
     return 0
 
 
+def _agent(host: PydpHost, a: argparse.Namespace) -> int:
+    from pydp.agent.agent import Agent
+    from pydp.control.ipam import parse_address
+
+    address = (
+        None if a.advertise_addr is None else parse_address("--advertise-addr", a.advertise_addr)
+    )
+    agent = Agent(host, address)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop.set())
+    agent.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pydp", description="An eBPF datapath for container networks.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
@@ -100,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.set_defaults(func=_config)
     rec = system.add_parser("reconcile", help="converge the kernel to the stored state now")
     rec.set_defaults(func=_reconcile)
+    ag = sub.add_parser(
+        "agent", help="run this node: register it, reconcile, and follow the store's changes"
+    )
+    ag.add_argument(
+        "--advertise-addr",
+        metavar="IP",
+        help="this node's underlay address, where tunnels come (default: the uplink's)",
+    )
+    ag.set_defaults(func=_agent)
     d = sub.add_parser("demo", help="two containers talking through from_container")
     d.set_defaults(func=_demo, needs_host=False)
     return p

@@ -74,12 +74,18 @@ class Background:
 
     __slots__ = ("_out", "_proc", "cmd", "netns")
 
-    def __init__(self, cmd: Sequence[str], netns: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        netns: str,
+        env: dict[str, str] | None = None,
+        own_sysfs: bool = True,
+    ) -> None:
         self.cmd: list[str] = list(cmd)
         self.netns = netns
         # The file lives as long as this object; stop() closes it.
         self._out: IO[bytes] = tempfile.TemporaryFile(prefix="pydp-bg-")  # noqa: SIM115
-        argv = exec_argv(cmd, netns)
+        argv = exec_argv(cmd, netns, own_sysfs)
         try:
             self._proc = subprocess.Popen(
                 argv,

@@ -99,9 +99,12 @@ class Namespace:
         if commands:
             self.ip("-batch", "-", input="\n".join(commands) + "\n")
 
-    def popen(self, cmd: Sequence[str], env: dict[str, str] | None = None) -> _proc.Background:
-        """Start ``cmd`` in this namespace in the background; it is stopped at teardown."""
-        return self.topology._track(_proc.Background(cmd, self.netns, env))
+    def popen(
+        self, cmd: Sequence[str], env: dict[str, str] | None = None, own_sysfs: bool = True
+    ) -> _proc.Background:
+        """Start ``cmd`` in this namespace in the background; it is stopped at teardown.
+        ``own_sysfs=False`` enters with nsenter, keeping the machine's /sys (and bpffs)."""
+        return self.topology._track(_proc.Background(cmd, self.netns, env, own_sysfs))
 
     @contextlib.contextmanager
     def enter(self) -> Iterator[None]:

@@ -1,0 +1,147 @@
+"""Overlay networks across hosts: pydp agents on two hosts sharing an etcd, containers on
+one overlay network reaching each other through VXLAN, a node's failure seen by the other."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pydp.testing import Background, Host, Topology
+from pydp.testing.etcd import etcd_server
+
+from .conftest import PydpNode
+
+
+@dataclass
+class Cluster:
+    nodes: dict[str, PydpNode]
+    agents: dict[str, Background]
+    url: str
+
+    def __call__(self, node: str, *args: str, check: bool = True) -> object:
+        return self.nodes[node](*args, check=check, env=self.env(node))
+
+    def env(self, node: str) -> dict[str, str]:
+        return {"PYDP_STORE": self.url, "PYDP_NODE": node}
+
+    def json(self, node: str, *args: str) -> object:
+        return json.loads(self.nodes[node](*args, env=self.env(node)).stdout)
+
+
+def start_agent(node: PydpNode, name: str, url: str) -> Background:
+    cmd = [
+        "env", f"PYDP_STATE_DIR={node.state_dir}", f"PYDP_BPFFS={node.bpffs}",
+        f"PYDP_STORE={url}", f"PYDP_NODE={name}",
+        sys.executable, "-m", "pydp.cli", "agent",
+    ]  # fmt: skip
+    return node.host.popen(cmd, own_sysfs=False)
+
+
+@pytest.fixture
+def cluster(topology: Topology, bpffs: Path, tmp_path: Path) -> Iterator[Cluster]:
+    """Function scope: an etcd on the fabric (in host "db"), two pydp hosts h1, h2 on the
+    fabric (underlay 10.97.0.1/.2, default route through it), each running `pydp agent`."""
+    db = topology.add_host("db")
+    db.connect_fabric("10.97.0.9/24")
+    hosts: dict[str, Host] = {}
+    for i in (1, 2):
+        h = topology.add_host(f"h{i}")
+        h.connect_fabric(f"10.97.0.{i}/24", ifname="eth0")
+        h.ip("route", "add", "default", "via", "10.97.0.9")
+        hosts[f"h{i}"] = h
+    with etcd_server(tmp_path, netns=db.netns, host="10.97.0.9") as etcd:
+        url = etcd.url("/ov")
+        nodes = {
+            n: PydpNode(h, tmp_path / f"state-{n}", bpffs / f"{tmp_path.name}-{n}")
+            for n, h in hosts.items()
+        }
+        agents = {n: start_agent(node, n, url) for n, node in nodes.items()}
+        c = Cluster(nodes, agents, url)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                ready = {
+                    r["name"]
+                    for r in c.json("h1", "node", "ls", "--format", "json")
+                    if r["state"] == "ready"
+                }  # type: ignore[index, union-attr]
+                if {"h1", "h2"} <= ready:
+                    break
+                time.sleep(0.2)
+            yield c
+        finally:
+            for a in agents.values():
+                a.stop()
+            for n in nodes:
+                c(n, "system", "reset", check=False)
+
+
+def wait_for(predicate: object, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_containers_on_two_hosts_talk_over_the_overlay(cluster: Cluster) -> None:
+    """An overlay network made on h1 is seen by h2; a container on each reaches the other
+    (ICMP, TCP) through the agents' tunnels; killing h2's agent revokes its lease and h1
+    drops h2's endpoints."""
+    cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.70.0.0/24", "ov")
+    cluster("h2", "run", "--name", "c2", "--network", "ov", "-d", "--",
+            "socat", "TCP-LISTEN:7000,reuseaddr,fork", "SYSTEM:echo from-h2")  # fmt: skip
+    cluster("h1", "run", "--name", "c1", "--network", "ov", "-d", "--", "sleep", "300")
+    c2 = cluster.json("h1", "sandbox", "inspect", "c2")[0]  # type: ignore[index]
+    addr = next(iter(c2["Networks"].values()))["IPAddress"]  # type: ignore[index]
+
+    def reach() -> bool:
+        r = cluster("h1", "exec", "c1", "--", "ping", "-c1", "-W1", addr, check=False)
+        return r.returncode == 0  # type: ignore[attr-defined]
+
+    assert wait_for(reach, 20)
+    r = cluster("h1", "exec", "c1", "--", "socat", "-T2", "-", f"TCP:{addr}:7000")
+    assert r.stdout.strip() == "from-h2"  # type: ignore[attr-defined]
+
+
+def test_node_failure_removes_its_endpoints_and_isolation_holds(cluster: Cluster) -> None:
+    """Two overlay networks stay apart across hosts; h2's agent killed (no revoke): within
+    its lease's TTL (10 s) + 1 s h2 is down in `node ls` and h1 no longer tunnels to it."""
+    cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.71.0.0/24", "red")
+    cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.72.0.0/24", "blue")
+    cluster("h2", "run", "--name", "r2", "--network", "red", "-d", "--", "sleep", "300")
+    cluster("h2", "run", "--name", "b2", "--network", "blue", "-d", "--", "sleep", "300")
+    cluster("h1", "run", "--name", "r1", "--network", "red", "-d", "--", "sleep", "300")
+    ip = {
+        n: next(iter(cluster.json("h1", "sandbox", "inspect", n)[0]["Networks"].values()))[  # type: ignore[index]
+            "IPAddress"
+        ]
+        for n in ("r2", "b2")
+    }
+
+    def ping(addr: str) -> bool:
+        r = cluster("h1", "exec", "r1", "--", "ping", "-c1", "-W1", addr, check=False)
+        return r.returncode == 0  # type: ignore[attr-defined]
+
+    assert wait_for(lambda: ping(ip["r2"]), 20)
+    assert not ping(ip["b2"])  # another overlay network: isolated
+    agent = cluster.agents["h2"]
+    os.killpg(agent.pid, signal.SIGKILL)
+    killed = time.monotonic()
+
+    def h2_down() -> bool:
+        rows = cluster.json("h1", "node", "ls", "--format", "json")
+        return any(r["name"] == "h2" and r["state"] == "down" for r in rows)  # type: ignore[index, union-attr]
+
+    assert wait_for(h2_down, 15)
+    assert wait_for(lambda: not ping(ip["r2"]), 5)
+    assert time.monotonic() - killed < 10 + 1 + 3  # TTL + 1 s, and the CLI's own time
