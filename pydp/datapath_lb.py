@@ -113,16 +113,15 @@ class LbDatapath:
                 old_ports.setdefault(info.index, set()).add(key.port)
         want: dict[SvcKey, SvcInfo] = {}
         gone: set[tuple[IPAddress, int]] = set()
-        installed = 0
+        new_tables: dict[int, bytes] = {}
         for spec in specs:
             sig = spec_sig(spec)
             table = b""
             if had.get(spec.index, 0) != sig:
                 table = build_table(spec)
-                before = self.tables.backends(spec.index)
+                before = self.tables.backends(spec.index) if spec.index in had else set()
                 if table:
-                    self.tables.install(spec.index, table)
-                    installed += 1
+                    new_tables[spec.index] = table
                 else:
                     self.tables.remove(spec.index)
                 left = before - set(spec.backends)  # draining ones are excluded below
@@ -138,6 +137,7 @@ class LbDatapath:
             for port, proto in spec.frontends:
                 want[SvcKey(spec.vip, port, proto)] = info
             want[SvcKey(spec.vip)] = SvcInfo(spec.index, 0, spec.network)
+        self.tables.install_many(new_tables)  # before the frontends that name them
         packed = {self.services.key_bytes(k): self.services.value_bytes(v) for k, v in want.items()}
         sync_entries(self.services, packed)
         for index in set(had) - {spec.index for spec in specs}:
@@ -147,7 +147,7 @@ class LbDatapath:
             gone |= {(b.address, p) for b in before for p in ([b.port] if b.port else ports)}
         if gone:
             self.purge_backends(gone)
-        return installed
+        return len(new_tables)
 
     def purge_backends(self, backends: Collection[tuple[IPAddress, int]]) -> int:
         """Delete the conntrack entries of connections through a service or a published port

@@ -76,6 +76,18 @@ static __always_inline __u8 ct_next_state(__u8 proto, __u8 state, __u8 flags, in
 	return state;
 }
 
+/* Whether p, a TCP SYN without ACK, starts a new connection on the tuple of e's closed
+ * (FIN or RST seen) one: it must be looked at as new, not follow the old one's NAT (whose
+ * other entry another connection may own by now). */
+static __always_inline int ct_tcp_reopens(const struct nat_key *k, const struct nat_entry *e,
+					  const struct pkt *p)
+{
+	__u8 flags = ct_tcp_flags(p);
+
+	return k->proto == IPPROTO_TCP && (flags & (TCP_F_SYN | TCP_F_ACK)) == TCP_F_SYN &&
+	       (e->state == CT_CLOSED || e->state == CT_CLOSING);
+}
+
 /* The live entry for k, or NULL (absent or expired: an expired entry is a miss). */
 static __always_inline struct nat_entry *ct_lookup(const struct nat_key *k, __u64 now)
 {

@@ -546,6 +546,8 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
+	if (e && (e->flags & NAT_F_SVC) && ct_tcp_reopens(&k, e, p))
+		e = NULL; /* a new connection on a closed one's tuple: pick a backend again */
 	if (e && (e->flags & NAT_F_SVC))
 		return lb4_tracked(skb, p, &k, e, now, reason);
 	if (e && (e->flags & NAT_F_HAIRPIN))

@@ -258,3 +258,14 @@ def test_sync_purges_a_removed_backends_connections_not_a_drained_ones(
     lbdp.sync([])
     assert len(lbdp.services) == 0
     assert lbdp.tables.backends(INDEX) == set()
+
+
+def test_a_syn_on_a_closed_connections_tuple_picks_a_backend_again(lb: Lb) -> None:
+    """After a RST closed the connection, a new SYN from the same client port is a new
+    connection: it takes the table as it is now (BE2), not the old entry's BE1."""
+    lb.table(LbBackend(IPAddress(BE1), 8080))
+    lb.run(TO_VIP)
+    lb.run(frame(tcp(40000, 80, "R"), CLI, VIP, CLI_MAC, GW_MAC))
+    lb.table(LbBackend(IPAddress(BE2), 8080))
+    lb.check("syn again", TO_VIP, TC_ACT_REDIRECT, "REASON_LB",
+             frame(tcp(40000, 8080), CLI, BE2, GW_MAC, BE2_MAC))  # fmt: skip
