@@ -3,8 +3,10 @@
 #ifndef PYDP_MAPS_LB_H
 #define PYDP_MAPS_LB_H
 
-#define PYDP_SERVICES_MAX 65536 /* max_entries of pydp_services: frontends and VIP marks */
-#define PYDP_LB_TABLES_MAX 65536 /* max_entries of pydp_lb_tables: service indexes */
+#define PYDP_SERVICES_MAX 262144 /* max_entries of pydp_services: frontends and VIP marks
+				  * (not preallocated: memory follows what is programmed) */
+#define PYDP_LB_TABLES_MAX 131072 /* max_entries of pydp_lb_tables: service indexes (1 MB of
+				   * pointers: tables are allocated only for services) */
 
 /* Key of pydp_services. A frontend has its port and protocol; each VIP also has one entry
  * with port 0 and proto 0 (its mark: from_container answers ARP for it). */

@@ -52,7 +52,7 @@ __all__ = [
 MODES = ("vip", "dnsrr")
 LB_MODES = ("maglev", "random")
 SERVICE_DRIVERS = ("bridge", "overlay")  # drivers with IPAM and a datapath
-MAX_INDEX = 65535  # service indexes are 1..MAX_INDEX
+MAX_INDEX = 131071  # service indexes are 1..MAX_INDEX (pydp_lb_tables holds 131072)
 MAX_WEIGHT = 0xFFFF_FFFF  # pydp.control.maglev.MAX_WEIGHT (the fill loop's uint32_t)
 RANDOM_MAX_SLOTS = 131071  # a random table's slots (one per unit of weight): Maglev's largest
 
@@ -262,7 +262,7 @@ def choose_vip(net: Network, vip: IPAddress | None, used: Collection[IPAddress])
 
 
 def free_index(used: Collection[int]) -> int:
-    """The smallest service index not in use (1..65535)."""
+    """The smallest service index not in use (1..MAX_INDEX)."""
     for i in range(1, MAX_INDEX + 1):
         if i not in used:
             return i
