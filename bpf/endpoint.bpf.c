@@ -36,6 +36,12 @@ int from_container(struct __sk_buff *skb)
 		return metrics_tc_exit(skb, TC_ACT_OK, REASON_PASS_NON_IP);
 	ep = ep4_lookup(p.ip4->daddr);
 	if (!ep) {
+		ret = ov4_to_learned(skb, &p);
+		if (ret != NAT_SKIP) {
+			if (ret < 0)
+				return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+			return metrics_tc_exit(skb, ret, REASON_TUNNEL_TX);
+		}
 		ret = nat4_from_container(skb, &p, &reason);
 		if (ret < 0)
 			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);

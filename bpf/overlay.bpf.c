@@ -5,11 +5,66 @@
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/endpoint.h"
+#include "lib/overlay.h"
+
+#define ROUTER_OUI_0 0x02 /* overlay router MACs: 02:42:ff and the VNI (as the agent writes) */
+#define ROUTER_OUI_1 0x42
+#define ROUTER_OUI_2 0xff
 
 /* A frame another node tunnelled here: its VNI must be the network's of the local
  * endpoint it is addressed to (two overlay networks stay apart even where their subnets
  * overlap on the wire); it is delivered straight into that endpoint's netns, from the
  * network's router MAC. Anything else is dropped with its reason. */
+/* A peer that is no pydp node (a plain Linux vxlan device) asks, by ARP through the
+ * tunnel, for an address of the network of the VNI: pydp nodes never send ARP (the
+ * sender's program answers), so it is answered here, with the network's router MAC
+ * (02:42:ff and the VNI), back through the tunnel to where it came from. Returns
+ * TC_ACT_REDIRECT or a negative DROP_*. */
+static __always_inline int ov4_arp_tunnel(struct __sk_buff *skb, struct pkt *p,
+					  const struct bpf_tunnel_key *in)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct arp4 *arp = (void *)(p->eth + 1);
+	__u8 mac[ETH_ALEN] = { ROUTER_OUI_0, ROUTER_OUI_1, ROUTER_OUI_2,
+			       (__u8)(in->tunnel_id >> 16), (__u8)(in->tunnel_id >> 8),
+			       (__u8)in->tunnel_id };
+	__be32 target;
+
+	if ((void *)(arp + 1) > data_end)
+		return -DROP_INVALID_L4;
+	if (arp->op != bpf_htons(ARPOP_REQUEST) || arp->ptype != bpf_htons(ETH_P_IP) ||
+	    arp->hlen != ETH_ALEN || arp->plen != 4 || !arp->tpa || arp->tpa == arp->spa)
+		return -DROP_TUNNEL_NO_EP;
+	target = arp->tpa;
+	arp->op = bpf_htons(ARPOP_REPLY);
+	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
+	arp->tpa = arp->spa;
+	__builtin_memcpy(arp->sha, mac, ETH_ALEN);
+	arp->spa = target;
+	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, mac, ETH_ALEN);
+	return ov4_encap(skb, bpf_htonl(in->remote_ipv4), in->tunnel_id);
+}
+
+/* Learn the inner source of a frame out of the tunnel when no node announced it (a plain
+ * vxlan peer): replies to it go back to the outer source, with its VNI. */
+static __always_inline void ov4_learn(const struct pkt *p, const struct bpf_tunnel_key *in)
+{
+	struct endpoint_key k = { .addr = p->ip4->saddr };
+	struct learned_info l = {};
+	const struct learned_info *old;
+
+	if (ep4_lookup(k.addr))
+		return;
+	old = bpf_map_lookup_elem(&pydp_learned, &k);
+	if (old && old->node == bpf_htonl(in->remote_ipv4) && old->vni == in->tunnel_id)
+		return; /* known: no write per packet */
+	l.node = bpf_htonl(in->remote_ipv4);
+	l.vni = in->tunnel_id;
+	__builtin_memcpy(l.mac, p->eth->h_source, ETH_ALEN);
+	bpf_map_update_elem(&pydp_learned, &k, &l, BPF_ANY);
+}
+
 SEC("tc")
 int from_overlay(struct __sk_buff *skb)
 {
@@ -27,8 +82,15 @@ int from_overlay(struct __sk_buff *skb)
 	ret = parse_pkt(data, data_end, &p);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+	if (p.eth_proto == bpf_htons(ETH_P_ARP)) {
+		ret = ov4_arp_tunnel(skb, &p, &key);
+		if (ret < 0)
+			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+		return metrics_tc_exit(skb, ret, REASON_ARP_TUNNEL);
+	}
 	if (!p.ip4)
-		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP); /* ARP never crosses: answered at the sender */
+		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);
+	ov4_learn(&p, &key);
 	ep = ep4_lookup(p.ip4->daddr);
 	if (!ep || (ep->flags & ENDPOINT_F_REMOTE) || !ep->ifindex)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);

@@ -23,6 +23,18 @@ struct endpoint_info {
 #define ENDPOINT_F_REMOTE 2 /* on another node (overlay): reached through the VXLAN device */
 #define ENDPOINT_F_LB_BACKEND 1 /* a service's backend: pydp_ifaces carries IFACE_F_LB_BACKEND */
 
+#define PYDP_LEARNED_MAX 16384 /* max_entries of pydp_learned (LRU) */
+
+/* Value of pydp_learned (key: struct endpoint_key): an overlay address that no node of
+ * the store announced but that came out of the tunnel -- a host running no pydp, with a
+ * plain Linux vxlan device -- learned from the frame, as a Linux vxlan device learns. */
+struct learned_info {
+	__be32 node;   /* the outer source address it came from: where replies go */
+	__u32 vni;     /* the VNI it came with */
+	__u8 mac[6];   /* its inner source MAC */
+	__u16 pad;
+};
+
 #define PYDP_IFACES_MAX 65536 /* max_entries of pydp_ifaces: host ifindexes it can index */
 
 /* Value of pydp_ifaces, an array indexed by the host-side veth's ifindex: the endpoint

@@ -28,6 +28,7 @@ enum pydp_reason {
 	REASON_TUNNEL_TX = 17,    /* to an endpoint on another node: encapsulated (VXLAN) */
 	REASON_TUNNEL_RX = 18,    /* from the VXLAN device: delivered to a local endpoint */
 	REASON_ARP_OVERLAY = 19,  /* an ARP request on an overlay network, answered by the program */
+	REASON_ARP_TUNNEL = 20,   /* an ARP request out of the tunnel (a plain vxlan peer), answered */
 	DROP_BASE = 128,
 	DROP_INVALID_ETH = 129, /* Ethernet header truncated */
 	DROP_INVALID_IP = 130,  /* IPv4 header truncated, ihl < 5, or version != 4 */

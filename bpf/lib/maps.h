@@ -27,6 +27,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pydp_ifaces SEC(".maps");
 
+/* Written by from_overlay (addresses out of the tunnel that no node announced); read by
+ * from_container, for replies to them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct endpoint_key);
+	__type(value, struct learned_info);
+	__uint(max_entries, PYDP_LEARNED_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_learned SEC(".maps");
+
 /* Written by every program (one count per packet and reason); read by the CLI. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -12,6 +12,29 @@
 
 #define OV_TUNNEL_TTL 64
 
+#ifndef NAT_SKIP
+#define NAT_SKIP 1 /* not for this step: the packet goes on */
+#endif
+
+/* Tunnel p (a frame from a local endpoint, its L2 already set) to node with vni. */
+static __always_inline int ov4_encap(struct __sk_buff *skb, __be32 node, __u32 vni)
+{
+	__u32 key0 = PYDP_CONFIG_KEY;
+	const struct host_config *cfg = bpf_map_lookup_elem(&pydp_config, &key0);
+	struct bpf_tunnel_key key = {};
+
+	if (!cfg || !cfg->vxlan_ifindex || !node || !vni)
+		return -DROP_NO_TUNNEL;
+	key.remote_ipv4 = bpf_ntohl(node);
+	key.tunnel_id = vni;
+	key.tunnel_ttl = OV_TUNNEL_TTL;
+	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX))
+		return -DROP_NO_TUNNEL;
+	if (bpf_redirect(cfg->vxlan_ifindex, 0) != TC_ACT_REDIRECT)
+		return -DROP_NO_TUNNEL;
+	return TC_ACT_REDIRECT;
+}
+
 /* Send p, from a local endpoint, to ep on another node: the tunnel key carries the VNI of
  * ep's network and ep's node as the outer destination; the VXLAN device builds the outer
  * headers (UDP source port from the inner flow's hash, RFC 7348). The inner frame goes
@@ -20,23 +43,42 @@
 static __always_inline int ov4_to_remote(struct __sk_buff *skb, struct pkt *p,
 					 const struct endpoint_info *ep)
 {
-	__u32 key0 = PYDP_CONFIG_KEY, network = ep->network;
-	const struct host_config *cfg = bpf_map_lookup_elem(&pydp_config, &key0);
+	__u32 network = ep->network;
 	const struct network_info *net = bpf_map_lookup_elem(&pydp_networks, &network);
-	struct bpf_tunnel_key key = {};
 
-	if (!cfg || !cfg->vxlan_ifindex || !net || !net->vni || !ep->node)
-		return -DROP_NO_TUNNEL;
-	key.remote_ipv4 = bpf_ntohl(ep->node);
-	key.tunnel_id = net->vni;
-	key.tunnel_ttl = OV_TUNNEL_TTL;
-	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX))
+	if (!net || !net->vni)
 		return -DROP_NO_TUNNEL;
 	__builtin_memcpy(p->eth->h_dest, ep->mac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, net->gw_mac, ETH_ALEN);
-	if (bpf_redirect(cfg->vxlan_ifindex, 0) != TC_ACT_REDIRECT)
-		return -DROP_NO_TUNNEL;
-	return TC_ACT_REDIRECT;
+	return ov4_encap(skb, ep->node, net->vni);
+}
+
+/* from_container, a destination no node announced, from an endpoint of an overlay network:
+ * an address learned from the tunnel (a plain vxlan peer, pydp_learned) with this
+ * network's VNI is tunnelled back to where it came from. NAT_SKIP for anything else. */
+static __always_inline int ov4_to_learned(struct __sk_buff *skb, struct pkt *p)
+{
+	struct endpoint_key k = { .addr = p->ip4->daddr };
+	__u32 ifindex = skb->ifindex, network;
+	const struct network_info *net;
+	const struct learned_info *l;
+	const struct iface_info *me;
+
+	if (ifindex >= PYDP_IFACES_MAX)
+		return NAT_SKIP;
+	me = bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
+	if (!me || !me->addr)
+		return NAT_SKIP;
+	network = me->network;
+	net = bpf_map_lookup_elem(&pydp_networks, &network);
+	if (!net || !net->vni)
+		return NAT_SKIP;
+	l = bpf_map_lookup_elem(&pydp_learned, &k);
+	if (!l || l->vni != net->vni)
+		return NAT_SKIP;
+	__builtin_memcpy(p->eth->h_dest, l->mac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, net->gw_mac, ETH_ALEN);
+	return ov4_encap(skb, l->node, l->vni);
 }
 
 /* An ARP request on an overlay network (there is no bridge: every address, the gateway's

@@ -145,3 +145,36 @@ def test_node_failure_removes_its_endpoints_and_isolation_holds(cluster: Cluster
     assert wait_for(h2_down, 15)
     assert wait_for(lambda: not ping(ip["r2"]), 5)
     assert time.monotonic() - killed < 10 + 1 + 3  # TTL + 1 s, and the CLI's own time
+
+
+def test_a_plain_linux_vxlan_peer_talks_to_a_pydp_container(
+    cluster: Cluster, topology: Topology
+) -> None:
+    """A host running no pydp, with a kernel vxlan device (the network's VNI, UDP 4789) and
+    a static all-zeros FDB entry toward h1, pings a pydp container on h1: its ARP is
+    answered through the tunnel, its address learned for the replies; tshark decodes the
+    underlay as VXLAN with the network's VNI."""
+    cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.73.0.0/24", "ov")
+    cluster("h1", "run", "--name", "c1", "--network", "ov", "-d", "--", "sleep", "300")
+    net = cluster.json("h1", "network", "inspect", "ov")[0]  # type: ignore[index]
+    vni = net["Options"]["com.docker.network.driver.overlay.vxlanid_list"]  # type: ignore[index]
+    c1 = cluster.json("h1", "sandbox", "inspect", "c1")[0]  # type: ignore[index]
+    addr = next(iter(c1["Networks"].values()))["IPAddress"]  # type: ignore[index]
+    peer = topology.add_host("plain")
+    peer.connect_fabric("10.97.0.8/24", ifname="eth0")
+    peer.ip_batch(
+        [
+            f"link add vx0 type vxlan id {vni} dstport 4789 local 10.97.0.8 nolearning",
+            "link set vx0 mtu 1450 up",
+            "addr add 10.73.0.50/24 dev vx0",
+        ]
+    )
+    peer.run(["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", "10.97.0.1"])
+    capture = peer.popen(
+        ["tshark", "-i", "eth0", "-c", "4", "-f", "udp port 4789", "-T", "fields",
+         "-e", "vxlan.vni"]
+    )  # fmt: skip
+    peer.run(["sleep", "1"])
+    assert wait_for(lambda: peer.run(["ping", "-c1", "-W1", addr], check=False).returncode == 0, 15)
+    assert capture.wait(timeout=10) == 0
+    assert set(capture.output().split()[-4:]) == {vni}, capture.output()
