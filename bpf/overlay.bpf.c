@@ -23,26 +23,14 @@
 static __always_inline int ov4_arp_tunnel(struct __sk_buff *skb, struct pkt *p,
 					  const struct bpf_tunnel_key *in)
 {
-	void *data_end = (void *)(long)skb->data_end;
-	struct arp4 *arp = (void *)(p->eth + 1);
 	__u8 mac[ETH_ALEN] = { ROUTER_OUI_0, ROUTER_OUI_1, ROUTER_OUI_2,
 			       (__u8)(in->tunnel_id >> 16), (__u8)(in->tunnel_id >> 8),
 			       (__u8)in->tunnel_id };
-	__be32 target;
+	struct arp4 *arp = arp4_request(skb, p);
 
-	if ((void *)(arp + 1) > data_end)
-		return -DROP_INVALID_L4;
-	if (arp->op != bpf_htons(ARPOP_REQUEST) || arp->ptype != bpf_htons(ETH_P_IP) ||
-	    arp->hlen != ETH_ALEN || arp->plen != 4 || !arp->tpa || arp->tpa == arp->spa)
+	if (!arp)
 		return -DROP_TUNNEL_NO_EP;
-	target = arp->tpa;
-	arp->op = bpf_htons(ARPOP_REPLY);
-	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
-	arp->tpa = arp->spa;
-	__builtin_memcpy(arp->sha, mac, ETH_ALEN);
-	arp->spa = target;
-	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, mac, ETH_ALEN);
+	arp4_answer(p, arp, mac);
 	return ov4_encap(skb, bpf_htonl(in->remote_ipv4), in->tunnel_id);
 }
 

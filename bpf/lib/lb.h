@@ -86,6 +86,37 @@ struct arp4 {
 	__be32 tpa;
 } __attribute__((packed));
 
+/* The ARP request for IPv4 over Ethernet in p (a request for the sender's own address --
+ * duplicate address detection -- excluded), or NULL. */
+static __always_inline struct arp4 *arp4_request(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct arp4 *arp = (void *)(p->eth + 1);
+
+	if ((void *)(arp + 1) > data_end)
+		return NULL;
+	if (arp->op != bpf_htons(ARPOP_REQUEST) || arp->htype != bpf_htons(ARPHRD_ETHER) ||
+	    arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != ETH_ALEN || arp->plen != 4 ||
+	    !arp->tpa || arp->tpa == arp->spa)
+		return NULL;
+	return arp;
+}
+
+/* Turn the request arp (in p) into its reply: the address asked is at mac; the frame goes
+ * back to the asker. */
+static __always_inline void arp4_answer(struct pkt *p, struct arp4 *arp, const __u8 *mac)
+{
+	__be32 target = arp->tpa;
+
+	arp->op = bpf_htons(ARPOP_REPLY);
+	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
+	arp->tpa = arp->spa;
+	__builtin_memcpy(arp->sha, mac, ETH_ALEN);
+	arp->spa = target;
+	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, mac, ETH_ALEN);
+}
+
 /* A VIP has no interface, so nobody would answer a client's ARP for it (VIPs come from
  * the network's own subnet): an ARP request for a VIP of the network the sender is on is
  * answered here with the network's gateway MAC (frames to it come back through
@@ -93,31 +124,19 @@ struct arp4 {
  * TC_ACT_REDIRECT, or TC_ACT_OK for any other frame (the stack's). */
 static __always_inline int lb4_arp_reply(struct __sk_buff *skb, struct pkt *p, __u32 network)
 {
-	void *data_end = (void *)(long)skb->data_end;
-	struct arp4 *arp = (void *)(p->eth + 1);
+	struct arp4 *arp = arp4_request(skb, p);
 	const struct network_info *net;
 	const struct svc_info *svc;
-	__be32 vip;
 
-	if ((void *)(arp + 1) > data_end)
+	if (!arp)
 		return TC_ACT_OK;
-	if (arp->op != bpf_htons(ARPOP_REQUEST) || arp->htype != bpf_htons(ARPHRD_ETHER) ||
-	    arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != ETH_ALEN || arp->plen != 4)
-		return TC_ACT_OK;
-	vip = arp->tpa;
-	svc = lb4_lookup(vip, 0, 0);
+	svc = lb4_lookup(arp->tpa, 0, 0);
 	if (!svc || svc->network != network)
 		return TC_ACT_OK;
 	net = bpf_map_lookup_elem(&pydp_networks, &network);
 	if (!net)
 		return TC_ACT_OK;
-	arp->op = bpf_htons(ARPOP_REPLY);
-	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
-	arp->tpa = arp->spa;
-	__builtin_memcpy(arp->sha, net->gw_mac, ETH_ALEN);
-	arp->spa = vip;
-	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, net->gw_mac, ETH_ALEN);
+	arp4_answer(p, arp, net->gw_mac);
 	return bpf_redirect(skb->ifindex, 0);
 }
 

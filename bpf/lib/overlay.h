@@ -88,25 +88,11 @@ static __always_inline int ov4_to_learned(struct __sk_buff *skb, struct pkt *p)
 static __always_inline int ov4_arp_reply(struct __sk_buff *skb, struct pkt *p,
 					 const struct network_info *net)
 {
-	void *data_end = (void *)(long)skb->data_end;
-	struct arp4 *arp = (void *)(p->eth + 1);
-	__be32 target;
+	struct arp4 *arp = arp4_request(skb, p);
 
-	if ((void *)(arp + 1) > data_end)
+	if (!arp)
 		return TC_ACT_OK;
-	if (arp->op != bpf_htons(ARPOP_REQUEST) || arp->htype != bpf_htons(ARPHRD_ETHER) ||
-	    arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != ETH_ALEN || arp->plen != 4)
-		return TC_ACT_OK;
-	target = arp->tpa;
-	if (!target || target == arp->spa)
-		return TC_ACT_OK;
-	arp->op = bpf_htons(ARPOP_REPLY);
-	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
-	arp->tpa = arp->spa;
-	__builtin_memcpy(arp->sha, net->gw_mac, ETH_ALEN);
-	arp->spa = target;
-	__builtin_memcpy(p->eth->h_dest, p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, net->gw_mac, ETH_ALEN);
+	arp4_answer(p, arp, net->gw_mac);
 	return bpf_redirect(skb->ifindex, 0);
 }
 
