@@ -148,6 +148,12 @@ class Desired:
                 out.append((svc, net))
         return out
 
+    def alive(self, node: str | None) -> bool:
+        """Whether ``node`` can take connections: this one, one whose agent holds its lease,
+        or none named (an IP:PORT backend). A node whose lease ended leaves every backend
+        set at once."""
+        return node is None or node == self.node or node in self.nodes
+
     def backend_addresses(self) -> set[IPAddress]:
         """Every address that backs a service (draining ones too: their replies still need
         the VIP as source)."""
@@ -158,7 +164,7 @@ class Desired:
         specs = []
         for svc, net in self.vip_services():
             assert svc.vip is not None
-            active = svc.active_backends()
+            active = tuple(b for b in svc.active_backends() if self.alive(b.node))
             specs.append(
                 ServiceSpec(
                     index=svc.index,

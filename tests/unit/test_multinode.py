@@ -509,3 +509,23 @@ def test_single_host_store_reads_as_the_readers(tmp_path: Path) -> None:
     _, ep2 = new.run_sandbox("b", "n1")
     assert (ep2.address, ep2.node) == (IPAddress("10.7.0.3"), "box")
     assert len(new.networks()) == 4
+
+
+def test_backends_of_a_down_node_leave_the_table() -> None:
+    """Desired.service_specs keeps backends of this node, of live (registered) nodes and
+    IP:PORT ones, and drops those of a node whose lease ended."""
+    from netaddr import IPAddress
+
+    from pydp.agent.reconcile import Desired
+    from pydp.control.model import Network, Node, Service, ServiceBackend, ServicePort
+
+    net = Network("n" * 64, "ov", "overlay", 5, None)
+    backends = tuple(
+        ServiceBackend(IPAddress(f"10.70.0.{i}"), 80, node=node)
+        for i, node in ((2, "h1"), (3, "h2"), (4, "h3"), (5, None))
+    )
+    svc = Service("s" * 64, "web", net.id, 1, IPAddress("10.70.0.100"), (ServicePort(80),),
+                  backends=backends)  # fmt: skip
+    d = Desired({net.id: net}, services=[svc], node="h1", nodes={"h2": Node("h2", None)})
+    (spec,) = d.service_specs()
+    assert {str(b.address) for b in spec.backends} == {"10.70.0.2", "10.70.0.3", "10.70.0.5"}
