@@ -5,6 +5,7 @@
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/endpoint.h"
+#include "lib/nat.h"
 #include "lib/overlay.h"
 
 #define ROUTER_OUI_0 0x02 /* overlay router MACs: 02:42:ff and the VNI (as the agent writes) */
@@ -53,6 +54,26 @@ static __always_inline void ov4_learn(const struct pkt *p, const struct bpf_tunn
 	bpf_map_update_elem(&pydp_learned, &k, &l, BPF_ANY);
 }
 
+/* A service backend on another node answers a client of this one: the reply entry this
+ * node wrote when it picked that backend (NAT_F_SVC | NAT_F_SNAT, key: backend -> client)
+ * gives the VIP back as the source. Returns 0 (translated or not a service reply) or a
+ * negative DROP_*. */
+static __always_inline int ov4_service_reply(struct __sk_buff *skb, struct pkt *p)
+{
+	struct nat_entry *e;
+	struct nat_key k;
+	__u64 now;
+
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
+		return 0;
+	now = bpf_ktime_get_ns();
+	e = ct_lookup(&k, now);
+	if (!e || (e->flags & (NAT_F_SVC | NAT_F_SNAT)) != (NAT_F_SVC | NAT_F_SNAT))
+		return 0;
+	ct_advance(&k, e, p, now);
+	return nat4_rewrite_skb(skb, p, 0, e->addr, e->port);
+}
+
 SEC("tc")
 int from_overlay(struct __sk_buff *skb)
 {
@@ -86,6 +107,12 @@ int from_overlay(struct __sk_buff *skb)
 	net = bpf_map_lookup_elem(&pydp_networks, &network);
 	if (!net || !net->vni || net->vni != key.tunnel_id)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_VNI_MISMATCH);
+	ret = ov4_service_reply(skb, &p);
+	if (ret < 0)
+		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+	ep = ep4_lookup(p.ip4->daddr); /* p was parsed again if it was translated */
+	if (!ep || !ep->ifindex)
+		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);
 	__builtin_memcpy(p.eth->h_dest, ep->mac, ETH_ALEN);
 	__builtin_memcpy(p.eth->h_source, net->gw_mac, ETH_ALEN);
 	ret = bpf_redirect_peer(ep->ifindex, 0);

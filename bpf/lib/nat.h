@@ -11,6 +11,7 @@
 #include "lib/fib.h"
 #include "lib/ip4.h"
 #include "lib/lb.h"
+#include "lib/overlay.h"
 #include "lib/reply.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
@@ -375,6 +376,18 @@ static __always_inline int lb4_deliver(struct pkt *p, const struct nat_entry *e)
 	return ret == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : -DROP_REDIRECT;
 }
 
+/* A service packet translated toward a backend on another node (an overlay network's):
+ * into the tunnel to its node. The backend's reply comes back through the tunnel, where
+ * from_overlay gives it the VIP back (the reply entry lives here). */
+static __always_inline int lb4_to_remote(struct pkt *p, __be32 backend, struct __sk_buff *skb)
+{
+	const struct endpoint_info *ep = ep4_lookup(backend);
+
+	if (!ep || !(ep->flags & ENDPOINT_F_REMOTE))
+		return -DROP_LB_NOT_LOCAL;
+	return ov4_to_remote(skb, p, ep);
+}
+
 /* A packet of a tracked service connection (k, entry e with NAT_F_SVC): the client's goes
  * to the backend e holds (destination rewritten), the backend's reply back to the client
  * from the VIP (source rewritten). */
@@ -390,6 +403,8 @@ static __always_inline int lb4_tracked(struct __sk_buff *skb, struct pkt *p,
 	ret = nat4_rewrite_skb(skb, p, !reply, e->addr, e->port);
 	if (ret)
 		return ret;
+	if (!reply && !e->ifindex)
+		return lb4_to_remote(p, e->addr, skb); /* a backend on another node */
 	return lb4_deliver(p, e);
 }
 
@@ -439,7 +454,7 @@ __attribute__((noinline)) int lb4_new(struct __sk_buff *skb, const struct nat_ke
 	fwd.flags = NAT_F_SVC | NAT_F_DNAT;
 	fwd.addr = be.addr;
 	fwd.port = be.port;
-	fwd.ifindex = ep->ifindex;
+	fwd.ifindex = ep->ifindex; /* 0: on another node, through the tunnel */
 	__builtin_memcpy(fwd.dmac, ep->mac, ETH_ALEN);
 	__builtin_memcpy(fwd.smac, p->eth->h_dest, ETH_ALEN); /* the MAC the VIP answered with */
 	rev.state = fwd.state;
@@ -463,6 +478,8 @@ __attribute__((noinline)) int lb4_new(struct __sk_buff *skb, const struct nat_ke
 	ret = nat4_rewrite_skb(skb, p, 1, be.addr, be.port);
 	if (ret)
 		return ret;
+	if (!fwd.ifindex)
+		return lb4_to_remote(p, be.addr, skb);
 	return lb4_deliver(p, &fwd);
 }
 

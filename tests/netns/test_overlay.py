@@ -178,3 +178,27 @@ def test_a_plain_linux_vxlan_peer_talks_to_a_pydp_container(
     assert wait_for(lambda: peer.run(["ping", "-c1", "-W1", addr], check=False).returncode == 0, 15)
     assert capture.wait(timeout=10) == 0
     assert set(capture.output().split()[-4:]) == {vni}, capture.output()
+
+
+def test_a_service_balances_over_backends_on_both_nodes(cluster: Cluster) -> None:
+    """A service on an overlay network with a backend on each node: a client on h1 reaches
+    both through the VIP (the remote one through the tunnel, its replies given the VIP back
+    by h1's from_overlay)."""
+    cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.74.0.0/24", "ov")
+    for node, name in (("h1", "w1"), ("h2", "w2")):
+        cluster(node, "run", "--name", name, "--network", "ov", "-d", "--",
+                "socat", "TCP-LISTEN:80,reuseaddr,fork", f"SYSTEM:echo {name}")  # fmt: skip
+    cluster("h1", "service", "create", "web", "--network", "ov", "--port", "80/tcp",
+            "--backend", "w1", "--backend", "w2")  # fmt: skip
+    vip = cluster.json("h1", "service", "inspect", "web")[0]["VIP"]  # type: ignore[index]
+    cluster("h1", "run", "--name", "client", "--network", "ov", "-d", "--", "sleep", "300")
+    loop = (
+        f"for i in $(seq 30); do socat -T2 - TCP:{vip}:80,connect-timeout=2 </dev/null"
+        " || echo failed; done"
+    )
+
+    def both() -> bool:
+        r = cluster("h1", "exec", "client", "--", "sh", "-c", loop, check=False)
+        return set(r.stdout.split()) == {"w1", "w2"}  # type: ignore[attr-defined]
+
+    assert wait_for(both, 30)
