@@ -3,8 +3,9 @@
 It registers its node (name, underlay address) under a lease the store ends if the agent
 stops renewing it (etcd: TTL 10 s), reconciles, then watches the whole store and
 reconciles again after every change -- another node's endpoints, a node's lease ending
-(its endpoints leave this host's maps), networks, services. Pinned maps and attached
-programs are adopted at start, so a restart does not interrupt traffic.
+(its endpoints leave this host's maps and every backend set), networks, services. Pinned
+maps and attached programs are adopted at start, and the lease outlives a restart, so
+restarting the agent does not interrupt traffic.
 """
 
 from __future__ import annotations
@@ -70,29 +71,27 @@ class Agent:
             self.register()
 
     def run(self) -> None:
-        """Register, reconcile, then watch and reconcile until ``stop`` is set; the lease is
-        revoked on the way out, so the other nodes drop this one at once."""
+        """Register, reconcile, then watch and reconcile until ``stop`` is set. The lease is
+        not revoked on the way out: an agent restarted within the TTL registers again
+        before the other nodes notice (its maps and programs stay pinned and attached, so
+        traffic never stops); one that stays down is dropped when the lease ends."""
         self.register()
         self.host.apply()
         revision = self.host.store.revision()
         period = max(self.ttl / 3, 0.5)  # renewals: three per TTL
-        try:
-            while not self.stop.is_set():
-                changed = False
-                deadline = time.monotonic() + period
-                try:
-                    for event in self.host.store.watch(
-                        "/", since=revision, timeout=period, stop=self.stop
-                    ):
-                        revision = max(revision, event.revision)
-                        changed = True
-                        if time.monotonic() >= deadline:
-                            break
-                except CompactedError:
-                    revision, changed = self.host.store.revision(), True
-                self._renew()
-                if changed and not self.stop.is_set():
-                    self.host.apply()
-        finally:
-            if self.leases is not None and self.lease is not None:
-                self.leases.lease_revoke(self.lease)
+        while not self.stop.is_set():
+            changed = False
+            deadline = time.monotonic() + period
+            try:
+                for event in self.host.store.watch(
+                    "/", since=revision, timeout=period, stop=self.stop
+                ):
+                    revision = max(revision, event.revision)
+                    changed = True
+                    if time.monotonic() >= deadline:
+                        break
+            except CompactedError:
+                revision, changed = self.host.store.revision(), True
+            self._renew()
+            if changed and not self.stop.is_set():
+                self.host.apply()

@@ -202,3 +202,32 @@ def test_a_service_balances_over_backends_on_both_nodes(cluster: Cluster) -> Non
         return set(r.stdout.split()) == {"w1", "w2"}  # type: ignore[attr-defined]
 
     assert wait_for(both, 30)
+
+
+def test_agent_restart_does_not_interrupt_a_stream(cluster: Cluster) -> None:
+    """An iperf3 stream from h1 to h2 over the overlay goes on while h1's agent is stopped
+    and started again (pinned maps, attached programs, the lease outliving the restart)."""
+    cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.75.0.0/24", "ov")
+    cluster("h2", "run", "--name", "srv", "--network", "ov", "-d", "--", "iperf3", "-s", "-1")
+    cluster("h1", "run", "--name", "cli", "--network", "ov", "-d", "--", "sleep", "300")
+    srv = cluster.json("h1", "sandbox", "inspect", "srv")[0]  # type: ignore[index]
+    addr = next(iter(srv["Networks"].values()))["IPAddress"]  # type: ignore[index]
+    netns = cluster.json("h1", "sandbox", "inspect", "cli")[0]["Netns"]  # type: ignore[index]
+    assert wait_for(
+        lambda: (
+            cluster("h1", "exec", "cli", "--", "ping", "-c1", "-W1", addr, check=False).returncode
+            == 0
+        ),  # type: ignore[attr-defined]
+        20,
+    )
+    h1 = cluster.nodes["h1"]
+    stream = h1.host.popen(["ip", "netns", "exec", netns, "iperf3", "-c", addr, "-t", "8", "-J"])
+    time.sleep(2)
+    cluster.agents["h1"].stop()
+    cluster.agents["h1"] = start_agent(h1, "h1", cluster.url)
+    assert stream.wait(timeout=30) == 0, stream.output()
+    result = json.loads(stream.output()[stream.output().index("{") :])
+    assert "error" not in result
+    assert result["end"]["sum_received"]["bytes"] > 0
+    intervals = [i["sum"]["bytes"] for i in result["intervals"]]
+    assert len(intervals) >= 8 and all(b > 0 for b in intervals), intervals
