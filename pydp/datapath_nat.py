@@ -80,11 +80,18 @@ class NatDatapath:
         self.ports = PortMap(self._obj.map(PORTS_MAP))
         self.nat = NatMap(self._obj.map(NAT_MAP))
         self.lb = LbDatapath(self._obj.map(SERVICES_MAP), self._obj.map(LB_TABLES_MAP), self.nat)
-        self._xdp = BpfObject(XDP_OBJECT, pin_root=self.root).load()
-        self.xdp_uplink: Program = self._xdp.program("xdp_uplink")
+        self._xdp: BpfObject | None = None  # loaded when needed: its verification is the
+        # costliest of all (~0.2 s), and most hosts (a veth uplink, XDP auto) never run it
         self._sock = BpfObject(SOCK_OBJECT, pin_root=self.root)
         self._sock.set_rodata("CFG_NETNS_COOKIE", netns_cookie())
         self._sock.load()
+
+    @property
+    def xdp_uplink(self) -> Program:
+        """The XDP program (its object loaded on first use)."""
+        if self._xdp is None:
+            self._xdp = BpfObject(XDP_OBJECT, pin_root=self.root).load()
+        return self._xdp.program("xdp_uplink")
 
     def ensure_xdp(self, uplink_ifindex: int) -> bool:
         """xdp_uplink on the uplink (native mode), unless the same code runs there: the fast
@@ -158,7 +165,8 @@ class NatDatapath:
 
     def close(self) -> None:
         self._obj.close()
-        self._xdp.close()
+        if self._xdp is not None:
+            self._xdp.close()
         self._sock.close()
 
     def __enter__(self) -> NatDatapath:
