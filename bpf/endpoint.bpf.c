@@ -20,6 +20,7 @@ int from_container(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
+	const struct iface_info *me;
 	struct endpoint_info *ep;
 	struct pkt p = {};
 	__u32 reason;
@@ -47,7 +48,8 @@ int from_container(struct __sk_buff *skb)
 			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 		return metrics_tc_exit(skb, ret, reason);
 	}
-	ret = ep4_check_source(skb, p.ip4->saddr, ep);
+	me = ep4_iface(skb);
+	ret = ep4_check_source(skb, p.ip4->saddr, ep, me);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 	if (ep->flags & ENDPOINT_F_REMOTE) {
@@ -56,7 +58,7 @@ int from_container(struct __sk_buff *skb)
 			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 		return metrics_tc_exit(skb, ret, REASON_TUNNEL_TX);
 	}
-	ret = lb4_from_backend(skb, &p, &reason);
+	ret = lb4_from_backend(skb, &p, me, &reason);
 	if (ret != NAT_SKIP) {
 		if (ret < 0)
 			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);

@@ -22,19 +22,26 @@ static __always_inline struct endpoint_info *ep4_lookup(__be32 addr)
  * interface it came in on, and both must be on one network (Docker's isolation
  * between networks). An unknown source (not a local endpoint) is left to the stack's
  * rules. Returns 0 or a negative DROP_*. */
-static __always_inline int ep4_check_source(const struct __sk_buff *skb, __be32 saddr,
-					    const struct endpoint_info *dst)
+/* The endpoint behind skb's interface (pydp_ifaces), or NULL: looked up once per packet
+ * by from_container and handed to the steps that need it. */
+static __always_inline const struct iface_info *ep4_iface(const struct __sk_buff *skb)
 {
-	const struct endpoint_info *src;
 	__u32 ifindex = skb->ifindex;
 
-	if (ifindex < PYDP_IFACES_MAX) {
-		/* the common case, the interface's own endpoint: one array lookup */
-		const struct iface_info *me = bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
+	if (ifindex >= PYDP_IFACES_MAX)
+		return NULL;
+	return bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
+}
 
-		if (me && me->addr && me->addr == saddr)
-			return me->network != dst->network ? -DROP_NET_ISOLATED : 0;
-	}
+static __always_inline int ep4_check_source(const struct __sk_buff *skb, __be32 saddr,
+					    const struct endpoint_info *dst,
+					    const struct iface_info *me)
+{
+	const struct endpoint_info *src;
+
+	/* the common case, the interface's own endpoint: me, one array lookup */
+	if (me && me->addr && me->addr == saddr)
+		return me->network != dst->network ? -DROP_NET_ISOLATED : 0;
 	src = ep4_lookup(saddr);
 	if (!src)
 		return 0;

@@ -518,17 +518,13 @@ static __always_inline int lb4_no_backend(struct __sk_buff *skb, const struct na
 /* from_container, to a local endpoint from an endpoint that is some service's backend
  * (IFACE_F_LB_BACKEND): a reply of a service connection gets the VIP back as its source.
  * Returns NAT_SKIP for any other packet (plain local traffic). */
-static __always_inline int lb4_from_backend(struct __sk_buff *skb, struct pkt *p, __u32 *reason)
+static __always_inline int lb4_from_backend(struct __sk_buff *skb, struct pkt *p,
+					    const struct iface_info *me, __u32 *reason)
 {
-	__u32 ifindex = skb->ifindex;
-	const struct iface_info *me;
 	struct nat_entry *e;
 	struct nat_key k;
 	__u64 now;
 
-	if (ifindex >= PYDP_IFACES_MAX)
-		return NAT_SKIP;
-	me = bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
 	if (!me || !(me->flags & IFACE_F_LB_BACKEND))
 		return NAT_SKIP;
 	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
