@@ -158,20 +158,18 @@ def test_masquerade_off_per_network(world: World) -> None:
     assert r.returncode != 0
 
 
+def run_web(world: World, answer: str) -> None:
+    """Sandbox "web": a TCP server on port 80 answering with socat's ``answer`` (a
+    SYSTEM: address), published as 8080."""
+    world.node(
+        "run", "--name", "web", "-p", "8080:80", "-d", "--",
+        "socat", "TCP-LISTEN:80,reuseaddr,fork", answer,
+    )  # fmt: skip
+
+
 def test_published_tcp_port_from_another_host(world: World) -> None:
     """-p 8080:80 makes a container's HTTP server reachable at the uplink's address."""
-    world.node(
-        "run",
-        "--name",
-        "web",
-        "-p",
-        "8080:80",
-        "-d",
-        "--",
-        "socat",
-        "TCP-LISTEN:80,reuseaddr,fork",
-        "SYSTEM:echo hello-from-web",
-    )
+    run_web(world, "SYSTEM:echo hello-from-web")
     assert "8080:80/tcp" in world.node.json("sandbox", "inspect", "web")[0]["Ports"]
     world.node(
         "exec",
@@ -281,18 +279,7 @@ def test_published_ports_answered_through_xdp(world: World) -> None:
     assert "prog/xdp" not in world.node.host.run(link).stdout  # auto: a veth stays on TC
     assert world.node("system", "config", "--xdp", "on").stdout.endswith("xdp on\n")
     assert "prog/xdp" in world.node.host.run(link).stdout
-    world.node(
-        "run",
-        "--name",
-        "web",
-        "-p",
-        "8080:80",
-        "-d",
-        "--",
-        "socat",
-        "TCP-LISTEN:80,reuseaddr,fork",
-        "SYSTEM:echo hello-xdp",
-    )
+    run_web(world, "SYSTEM:echo hello-xdp")
     run_udp_echo(world)
     wait_listening(world, "web", 80)
     wait_listening(world, "dns", 53, "u")
@@ -399,18 +386,7 @@ def test_udp_published_port_moves_to_new_container_at_once(world: World) -> None
 def test_published_port_hairpin_sees_gateway(world: World) -> None:
     """A container reaches a published port of its own host at the uplink's address; the
     backend sees the gateway address of its network (routable), as with Docker's hairpin."""
-    world.node(
-        "run",
-        "--name",
-        "web",
-        "-p",
-        "8080:80",
-        "-d",
-        "--",
-        "socat",
-        "TCP-LISTEN:80,reuseaddr,fork",
-        "SYSTEM:echo $SOCAT_PEERADDR",
-    )
+    run_web(world, "SYSTEM:echo $SOCAT_PEERADDR")
     wait_listening(world, "web", 80)
     before = world.metric("REASON_HAIRPIN")
     r = world.node("run", "--rm", "--", "socat", "-T2", "-", f"TCP:{UPLINK}:8080")
