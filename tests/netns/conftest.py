@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,36 +12,12 @@ import pytest
 
 from pydp.agent.host import netns_prefix
 from pydp.loader import tc_attached
-from pydp.testing import Host, Topology
+from pydp.testing import Topology
+from pydp.testing.cluster import PydpNode as _PydpNode
 
 
-@dataclass
-class PydpNode:
-    """A pydp host: a namespace with its own state dir and pin root."""
-
-    host: Host
-    state_dir: Path
-    bpffs: Path
-
-    def __call__(
-        self, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``pydp ARGS`` in the host (nsenter: /sys/fs/bpf stays the machine's)."""
-        extra = [f"{k}={v}" for k, v in (env or {}).items()]
-        cmd = [
-            "env",
-            f"PYDP_STATE_DIR={self.state_dir}",
-            f"PYDP_BPFFS={self.bpffs}",
-            *extra,
-            sys.executable,
-            "-m",
-            "pydp.cli",
-            *args,
-        ]
-        return self.host.run(cmd, check=check, timeout=timeout, own_sysfs=False)
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args).stdout)
+class PydpNode(_PydpNode):
+    """A pydp host (pydp.testing.cluster), with snapshots of what it owns."""
 
     def snapshot(self) -> dict[str, Any]:
         """What the host holds: links, addresses, routes, pydp's namespaces, pins, the store."""

@@ -6,91 +6,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pydp.testing import Background, Host, Topology
-from pydp.testing.etcd import etcd_server
-
-from .conftest import PydpNode
-
-
-@dataclass
-class Cluster:
-    nodes: dict[str, PydpNode]
-    agents: dict[str, Background]
-    url: str
-
-    def __call__(self, node: str, *args: str, check: bool = True) -> object:
-        return self.nodes[node](*args, check=check, env=self.env(node))
-
-    def env(self, node: str) -> dict[str, str]:
-        return {"PYDP_STORE": self.url, "PYDP_NODE": node}
-
-    def json(self, node: str, *args: str) -> object:
-        return json.loads(self.nodes[node](*args, env=self.env(node)).stdout)
-
-
-def start_agent(node: PydpNode, name: str, url: str) -> Background:
-    cmd = [
-        "env", f"PYDP_STATE_DIR={node.state_dir}", f"PYDP_BPFFS={node.bpffs}",
-        f"PYDP_STORE={url}", f"PYDP_NODE={name}",
-        sys.executable, "-m", "pydp.cli", "agent",
-    ]  # fmt: skip
-    return node.host.popen(cmd, own_sysfs=False)
+from pydp.testing import Topology
+from pydp.testing.cluster import Cluster, pydp_cluster, wait_for
 
 
 @pytest.fixture
 def cluster(topology: Topology, bpffs: Path, tmp_path: Path) -> Iterator[Cluster]:
-    """Function scope: an etcd on the fabric (in host "db"), two pydp hosts h1, h2 on the
-    fabric (underlay 10.97.0.1/.2, default route through it), each running `pydp agent`."""
-    db = topology.add_host("db")
-    db.connect_fabric("10.97.0.9/24")
-    hosts: dict[str, Host] = {}
-    for i in (1, 2):
-        h = topology.add_host(f"h{i}")
-        h.connect_fabric(f"10.97.0.{i}/24", ifname="eth0")
-        h.ip("route", "add", "default", "via", "10.97.0.9")
-        hosts[f"h{i}"] = h
-    with etcd_server(tmp_path, netns=db.netns, host="10.97.0.9") as etcd:
-        url = etcd.url("/ov")
-        nodes = {
-            n: PydpNode(h, tmp_path / f"state-{n}", bpffs / f"{tmp_path.name}-{n}")
-            for n, h in hosts.items()
-        }
-        agents = {n: start_agent(node, n, url) for n, node in nodes.items()}
-        c = Cluster(nodes, agents, url)
-        try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                ready = {
-                    r["name"]
-                    for r in c.json("h1", "node", "ls", "--format", "json")
-                    if r["state"] == "ready"
-                }  # type: ignore[index, union-attr]
-                if {"h1", "h2"} <= ready:
-                    break
-                time.sleep(0.2)
-            yield c
-        finally:
-            for a in agents.values():
-                a.stop()
-            for n in nodes:
-                c(n, "system", "reset", check=False)
-
-
-def wait_for(predicate: object, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
+    """Function scope: an etcd on the fabric and two pydp hosts h1, h2 running agents."""
+    with pydp_cluster(topology, bpffs, tmp_path, hosts=("h1", "h2")) as c:
+        yield c
 
 
 def test_containers_on_two_hosts_talk_over_the_overlay(cluster: Cluster) -> None:
@@ -223,8 +153,7 @@ def test_agent_restart_does_not_interrupt_a_stream(cluster: Cluster) -> None:
     h1 = cluster.nodes["h1"]
     stream = h1.host.popen(["ip", "netns", "exec", netns, "iperf3", "-c", addr, "-t", "8", "-J"])
     time.sleep(2)
-    cluster.agents["h1"].stop()
-    cluster.agents["h1"] = start_agent(h1, "h1", cluster.url)
+    cluster.restart_agent("h1")
     assert stream.wait(timeout=30) == 0, stream.output()
     result = json.loads(stream.output()[stream.output().index("{") :])
     assert "error" not in result
