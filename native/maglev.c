@@ -110,3 +110,39 @@ out:
 	free(next);
 	return 0;
 }
+
+/* A Maglev table written as the datapath's slots: pydp_maglev_fill into scratch (m
+ * int32_t), then slot s gets backend scratch[s]'s struct lb_backend (addr[i], port[i] in
+ * host order, written in network order; 8 bytes a slot), all zero where no backend is.
+ * One call per table: the fill and the packing without a Python step between. Returns as
+ * pydp_maglev_fill. */
+int pydp_maglev_slots(uint32_t m, uint32_t n, const uint32_t *offset, const uint32_t *skip,
+		      const uint32_t *weight, const uint32_t *addr, const uint16_t *port,
+		      int32_t *scratch, uint8_t *out)
+{
+	uint32_t s, a;
+	uint16_t p;
+	uint8_t *o;
+	int rc;
+
+	if (!out || (n && (!addr || !port)))
+		return -EINVAL;
+	rc = pydp_maglev_fill(m, n, offset, skip, weight, scratch);
+	if (rc)
+		return rc;
+	memset(out, 0, (size_t)m * 8);
+	for (s = 0; s < m; s++) {
+		if (scratch[s] < 0)
+			continue;
+		a = addr[scratch[s]];
+		p = port[scratch[s]];
+		o = out + (size_t)s * 8;
+		o[0] = a >> 24;
+		o[1] = a >> 16;
+		o[2] = a >> 8;
+		o[3] = a;
+		o[4] = p >> 8;
+		o[5] = p;
+	}
+	return 0;
+}

@@ -35,6 +35,7 @@ import hashlib
 import math
 import operator
 import os
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ __all__ = [
     "backend_hashes",
     "check_size",
     "default_size",
+    "maglev_slots",
     "maglev_table",
     "maglev_table_py",
 ]
@@ -82,6 +84,9 @@ _ffi.cdef(
     """
 int pydp_maglev_fill(uint32_t m, uint32_t n, const uint32_t *offset, const uint32_t *skip,
                      const uint32_t *weight, int32_t *table);
+int pydp_maglev_slots(uint32_t m, uint32_t n, const uint32_t *offset, const uint32_t *skip,
+                      const uint32_t *weight, const uint32_t *addr, const uint16_t *port,
+                      int32_t *scratch, uint8_t *out);
 """
 )
 
@@ -130,20 +135,27 @@ _OFFSET_STATE = hashlib.blake2b(digest_size=8, key=MAGLEV_OFFSET_KEY)
 _SKIP_STATE = hashlib.blake2b(digest_size=8, key=MAGLEV_SKIP_KEY)
 
 
-def _hash64(keys: Sequence[bytes], keyed: Any) -> npt.NDArray[np.uint64]:
+def _hash64(keys: Sequence[bytes], keyed: Any) -> list[int]:
     """BLAKE2b-64 of each key from the keyed state, as little-endian integers."""
-    digests = []
+    out = []
     for key in keys:
         h = keyed.copy()
         h.update(key)
-        digests.append(h.digest())
-    return np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64, copy=False)
+        out.append(int.from_bytes(h.digest(), "little"))
+    return out
+
+
+def _offsets_skips_list(keys: Sequence[bytes], m: int) -> tuple[list[int], list[int]]:
+    """Each key's (offset, skip) as Python integers: numpy costs more than it saves for
+    the few backends of a table (a table is computed per service: 10,000 at a time)."""
+    offset = [h % m for h in _hash64(keys, _OFFSET_STATE)]
+    skip = [h % (m - 1) + 1 for h in _hash64(keys, _SKIP_STATE)]
+    return offset, skip
 
 
 def _offsets_skips(keys: Sequence[bytes], m: int) -> tuple[U32Array, U32Array]:
-    offset = _hash64(keys, _OFFSET_STATE) % np.uint64(m)
-    skip = _hash64(keys, _SKIP_STATE) % np.uint64(m - 1) + np.uint64(1)
-    return offset.astype(np.uint32), skip.astype(np.uint32)
+    offset, skip = _offsets_skips_list(keys, m)
+    return np.array(offset, dtype=np.uint32), np.array(skip, dtype=np.uint32)
 
 
 def backend_hashes(identities: Sequence[Identity], m: int) -> tuple[U32Array, U32Array]:
@@ -159,6 +171,8 @@ def backend_hashes(identities: Sequence[Identity], m: int) -> tuple[U32Array, U3
 def _weights(keys: Sequence[bytes], weights: Sequence[int] | None) -> list[int]:
     if weights is None:
         return [1] * len(keys)
+    if len(weights) == len(keys) and all(type(w) is int and 0 <= w <= MAX_WEIGHT for w in weights):
+        return list(weights)  # the common case, checked at once
     if len(weights) != len(keys):
         raise ConfigError(f"maglev table: {len(weights)} weights for {len(keys)} backends")
     out = []
@@ -181,15 +195,15 @@ class _Inputs:
     """What the fill loop takes: backends in identity order, and the way back."""
 
     order: list[int]  # order[j]: the caller's index of the j-th backend by identity
-    offset: U32Array
-    skip: U32Array
-    weight: U32Array
+    offset: list[int]
+    skip: list[int]
+    weight: list[int]
 
 
 def _inputs(identities: Sequence[Identity], m: int, weights: Sequence[int] | None) -> _Inputs:
     """Validate, sort by identity and hash: everything but the fill loop."""
     check_size(m)
-    keys = [_identity_bytes(i) for i in identities]
+    keys = [i.encode() if type(i) is str else _identity_bytes(i) for i in identities]
     if len(set(keys)) != len(keys):
         seen: set[bytes] = set()
         for key in keys:
@@ -204,9 +218,8 @@ def _inputs(identities: Sequence[Identity], m: int, weights: Sequence[int] | Non
             "accepted: a size at least the number of backends"
         )
     order = sorted(range(len(keys)), key=keys.__getitem__)
-    offset, skip = _offsets_skips([keys[j] for j in order], m)
-    weight = np.array([ws[j] for j in order], dtype=np.uint32)
-    return _Inputs(order, offset, skip, weight)
+    offset, skip = _offsets_skips_list([keys[j] for j in order], m)
+    return _Inputs(order, offset, skip, [ws[j] for j in order])
 
 
 def _unsort(table: Table, order: list[int]) -> Table:
@@ -248,14 +261,49 @@ def maglev_table(
     rc = lib.pydp_maglev_fill(
         m,
         n,
-        _ffi.from_buffer("uint32_t[]", inp.offset),
-        _ffi.from_buffer("uint32_t[]", inp.skip),
-        _ffi.from_buffer("uint32_t[]", inp.weight),
+        _ffi.from_buffer("uint32_t[]", array("I", inp.offset)),
+        _ffi.from_buffer("uint32_t[]", array("I", inp.skip)),
+        _ffi.from_buffer("uint32_t[]", array("I", inp.weight)),
         _ffi.from_buffer("int32_t[]", table),
     )
     if rc != 0:
         raise DatapathError.from_errno(f"compute maglev table (size {m}, {n} backends)", -rc)
     return _unsort(table, inp.order)
+
+
+def maglev_slots(
+    identities: Sequence[Identity],
+    m: int,
+    weights: Sequence[int] | None,
+    addrs: Sequence[int],
+    ports: Sequence[int],
+) -> bytes:
+    """`maglev_table` written as the datapath's slots in one C call: slot s holds backend
+    ``maglev_table(identities, m, weights)[s]``'s ``struct lb_backend`` (its IPv4 address
+    ``addrs[i]`` and port ``ports[i]``, in network order; 8 bytes a slot), all zero where no
+    backend is. The same validation and errors as `maglev_table`; what the service
+    datapath builds its tables with."""
+    lib = _open_native(os.environ.get("PYDP_NATIVE_DIR", ""))
+    inp = _inputs(identities, m, weights)
+    n = len(inp.order)
+    if len(addrs) != n or len(ports) != n:
+        raise ConfigError(f"maglev table: {len(addrs)} addresses, {len(ports)} ports for {n}")
+    out = bytearray(8 * m)
+    order = inp.order
+    rc = lib.pydp_maglev_slots(
+        m,
+        n,
+        _ffi.from_buffer("uint32_t[]", array("I", inp.offset)),
+        _ffi.from_buffer("uint32_t[]", array("I", inp.skip)),
+        _ffi.from_buffer("uint32_t[]", array("I", inp.weight)),
+        _ffi.from_buffer("uint32_t[]", array("I", [addrs[j] for j in order])),
+        _ffi.from_buffer("uint16_t[]", array("H", [ports[j] for j in order])),
+        _ffi.from_buffer("int32_t[]", bytearray(4 * m)),
+        _ffi.from_buffer("uint8_t[]", out),
+    )
+    if rc != 0:
+        raise DatapathError.from_errno(f"compute maglev table (size {m}, {n} backends)", -rc)
+    return bytes(out)
 
 
 def _fill_py(m: int, offset: list[int], skip: list[int], weight: list[int]) -> list[int]:
@@ -286,5 +334,5 @@ def maglev_table_py(
 ) -> Table:
     """`maglev_table` in pure Python: the reference the C loop is tested against."""
     inp = _inputs(identities, m, weights)
-    filled = _fill_py(m, inp.offset.tolist(), inp.skip.tolist(), inp.weight.tolist())
+    filled = _fill_py(m, inp.offset, inp.skip, inp.weight)
     return _unsort(np.array(filled, dtype=np.int32), inp.order)

@@ -228,12 +228,12 @@ def test_sync_rebuilds_a_table_only_when_its_service_changes(lb: Lb, lbdp: LbDat
     backend set installs one; the frontends and the VIP mark are written."""
     assert lbdp.sync([spec((BE1, 8080), (BE2, 8080))]) == 1
     assert lbdp.sync([spec((BE1, 8080), (BE2, 8080))]) == 0
-    assert lbdp.tables.backends(INDEX) == {
+    assert lbdp.backends(INDEX) == {
         LbBackend(IPAddress(BE1), 8080),
         LbBackend(IPAddress(BE2), 8080),
     }
     assert lbdp.sync([spec((BE1, 8080))]) == 1
-    assert lbdp.tables.backends(INDEX) == {LbBackend(IPAddress(BE1), 8080)}
+    assert lbdp.backends(INDEX) == {LbBackend(IPAddress(BE1), 8080)}
     assert set(lbdp.services.keys()) == {SVC, SvcKey(IPAddress(VIP))}
     assert lbdp.services[SVC].size == M
 
@@ -257,7 +257,7 @@ def test_sync_purges_a_removed_backends_connections_not_a_drained_ones(
     assert len(lb.maps.nat) == 0
     lbdp.sync([])
     assert len(lbdp.services) == 0
-    assert lbdp.tables.backends(INDEX) == set()
+    assert lbdp.backends(INDEX) == set()
 
 
 def test_a_syn_on_a_closed_connections_tuple_picks_a_backend_again(lb: Lb) -> None:
