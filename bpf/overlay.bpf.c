@@ -74,6 +74,35 @@ static __always_inline int ov4_service_reply(struct __sk_buff *skb, struct pkt *
 	return nat4_rewrite_skb(skb, p, 0, e->addr, e->port);
 }
 
+/* The routing mesh: a backend on another node answers a client outside through this
+ * node's mesh address (its R1 entry, NAT_F_MESH | NAT_F_SNAT, key: backend -> mesh
+ * address): both sides translated back (the client's address, the published port as the
+ * source), sent out of the uplink. Returns a TC verdict with *reason or a negative DROP_*. */
+static __always_inline int ov4_mesh_reply(struct __sk_buff *skb, struct pkt *p, __u32 *reason)
+{
+	const struct host_config *cfg = nat4_config();
+	struct bpf_fib_lookup fib = {};
+	struct nat_entry *e;
+	struct nat_key k;
+	long lookup;
+	__u64 now;
+	int ret;
+
+	if (!cfg || !cfg->uplink_ifindex || !nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
+		return -DROP_NO_CT;
+	now = bpf_ktime_get_ns();
+	e = ct_lookup(&k, now);
+	if (!e || (e->flags & (NAT_F_MESH | NAT_F_SNAT)) != (NAT_F_MESH | NAT_F_SNAT))
+		return -DROP_NO_CT;
+	ret = nat4_two_stage(skb, p, &k, e, now);
+	if (ret)
+		return ret;
+	*reason = REASON_MESH_REPLY;
+	if (!fib4_via_uplink(skb, p, p->ip4->saddr, cfg->uplink_ifindex, &fib, &lookup))
+		return -DROP_MESH_NO_ROUTE;
+	return fib4_redirect_uplink(p, &fib, lookup, cfg->uplink_ifindex);
+}
+
 SEC("tc")
 int from_overlay(struct __sk_buff *skb)
 {
@@ -83,7 +112,7 @@ int from_overlay(struct __sk_buff *skb)
 	struct bpf_tunnel_key key = {};
 	struct endpoint_info *ep;
 	struct pkt p = {};
-	__u32 network;
+	__u32 network, reason;
 	long ret;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0))
@@ -101,12 +130,18 @@ int from_overlay(struct __sk_buff *skb)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);
 	ov4_learn(&p, &key);
 	ep = ep4_lookup(p.ip4->daddr);
-	if (!ep || (ep->flags & ENDPOINT_F_REMOTE) || !ep->ifindex)
+	if (!ep || (ep->flags & ENDPOINT_F_REMOTE) || !(ep->ifindex || (ep->flags & ENDPOINT_F_MESH)))
 		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);
 	network = ep->network;
 	net = bpf_map_lookup_elem(&pydp_networks, &network);
 	if (!net || !net->vni || net->vni != key.tunnel_id)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_VNI_MISMATCH);
+	if (ep->flags & ENDPOINT_F_MESH) {
+		ret = ov4_mesh_reply(skb, &p, &reason);
+		if (ret < 0)
+			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+		return metrics_tc_exit(skb, ret, reason);
+	}
 	ret = ov4_service_reply(skb, &p);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);

@@ -31,6 +31,8 @@ struct network_info {
 			    * overlay networks: the virtual router MAC every ARP is answered with */
 	__u16 pad;
 	__u32 vni;         /* overlay networks: the VXLAN network identifier; 0: a local network */
+	__be32 mesh_addr;  /* overlay networks: this node's own address on it, the source of the
+			    * routing mesh's connections to backends on other nodes; 0: none */
 };
 
 #define PYDP_SUBNETS_MAX 4096 /* max_entries of pydp_subnets */

@@ -106,6 +106,7 @@ class NetworkInfo:
     masquerade: bool = False  # enable_ip_masquerade
     gateway_mac: EUI = _NO_MAC  # source MAC of frames delivered to its endpoints after DNAT
     vni: int = 0  # overlay networks: the VXLAN network identifier; 0: a local network
+    mesh: IPAddress | None = None  # overlay networks: this node's mesh address on it
 
 
 class NetworkMap(ArrayMap[int, NetworkInfo]):
@@ -123,11 +124,13 @@ class NetworkMap(ArrayMap[int, NetworkInfo]):
 
     def encode_value(self, value: NetworkInfo) -> tuple[Any, ...]:
         flags = _C["NETWORK_F_MASQUERADE"] if value.masquerade else 0
-        return (flags, mac_bytes(value.gateway_mac), value.vni)
+        mesh = 0 if value.mesh is None else int(value.mesh)
+        return (flags, mac_bytes(value.gateway_mac), value.vni, mesh)
 
     def decode_value(self, fields: tuple[Any, ...]) -> NetworkInfo:
-        flags, mac, vni = fields
-        return NetworkInfo(bool(flags & _C["NETWORK_F_MASQUERADE"]), _eui(mac), vni)
+        flags, mac, vni, mesh = fields
+        masq = bool(flags & _C["NETWORK_F_MASQUERADE"])
+        return NetworkInfo(masq, _eui(mac), vni, IPAddress(mesh, 4) if mesh else None)
 
 
 @dataclass(frozen=True, slots=True)

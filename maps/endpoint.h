@@ -21,6 +21,8 @@ struct endpoint_info {
 
 #define ENDPOINT_F_NONE 0
 #define ENDPOINT_F_REMOTE 2 /* on another node (overlay): reached through the VXLAN device */
+#define ENDPOINT_F_MESH 4 /* this node's own address on an overlay network (the routing mesh's
+			   * source toward other nodes' backends): no interface */
 #define ENDPOINT_F_LB_BACKEND 1 /* a service's backend: pydp_ifaces carries IFACE_F_LB_BACKEND */
 
 #define PYDP_LEARNED_MAX 16384 /* max_entries of pydp_learned (LRU) */

@@ -29,6 +29,10 @@ enum pydp_reason {
 	REASON_TUNNEL_RX = 18,    /* from the VXLAN device: delivered to a local endpoint */
 	REASON_ARP_OVERLAY = 19,  /* an ARP request on an overlay network, answered by the program */
 	REASON_ARP_TUNNEL = 20,   /* an ARP request out of the tunnel (a plain vxlan peer), answered */
+	REASON_MESH = 21,         /* routing mesh: to a published service port whose backend is on
+				   * another node: DNAT to it, SNAT to this node's mesh address, tunnelled */
+	REASON_MESH_REPLY = 22,   /* routing mesh: the backend's reply, out of the tunnel, translated
+				   * back and sent out of the uplink */
 	DROP_BASE = 128,
 	DROP_INVALID_ETH = 129, /* Ethernet header truncated */
 	DROP_INVALID_IP = 130,  /* IPv4 header truncated, ihl < 5, or version != 4 */
@@ -43,12 +47,15 @@ enum pydp_reason {
 	DROP_TTL_EXCEEDED = 139, /* TTL <= 1 on a path pydp routes in from the uplink */
 	DROP_HAIRPIN_NO_SRC = 140, /* hairpin: no gateway address for the backend's network */
 	DROP_LB_NO_BACKEND = 141, /* a service without backends: TCP gets a RST, UDP an ICMP error */
-	DROP_LB_NOT_LOCAL = 142,  /* the picked backend is no local endpoint (remote: a later issue) */
+	DROP_LB_NOT_LOCAL = 142,  /* the picked backend is no endpoint here nor on a live node */
 	DROP_NO_REPLY = 143,      /* no reply may answer it (a RST, an ICMP error, a fragment, a
 				   * broadcast, a GSO skb), or the reply could not be built */
 	DROP_NO_TUNNEL = 144,     /* overlay: no VXLAN device, or the tunnel key was refused */
 	DROP_VNI_MISMATCH = 145,  /* overlay: the packet's VNI is not its destination's network's */
 	DROP_TUNNEL_NO_EP = 146,  /* overlay: from the tunnel to no local endpoint */
+	DROP_MESH_NO_ADDR = 147,  /* routing mesh: this node has no address on the backend's network */
+	DROP_MESH_NO_ROUTE = 148, /* routing mesh: a reply out of the tunnel with no route out of the
+				   * uplink toward its client */
 };
 
 #define PYDP_METRICS_MAX 256 /* entries in pydp_metrics: one per enum pydp_reason value */

@@ -34,6 +34,8 @@ struct nat_key {
 #define NAT_F_SVC 8 /* a connection to a service (VIP or published service port): with
 		     * NAT_F_DNAT the client's entry (holds the backend), with NAT_F_SNAT
 		     * the backend's reply entry (holds the VIP); both NAT_DIR_EGRESS */
+#define NAT_F_MESH 16 /* the routing mesh: a published service port's connection to a backend on
+		       * another node (four entries: see nat4_mesh_to in bpf/lib/nat.h) */
 #define NAT_F_HAIRPIN 4 /* a container to a published port of its own host (four entries, all
 			 * NAT_DIR_EGRESS: see nat4_hairpin_new in bpf/lib/nat.h) */
 

@@ -17,6 +17,7 @@
 #include "lib/parse.h"
 
 #define NAT_SKIP 1 /* not for NAT: the packet goes on untouched */
+#define NAT_MESH 3 /* nat4_dnat_new: the backend is on another node (the routing mesh) */
 
 #define ICMP_ECHOREPLY 0
 #define ICMP_DEST_UNREACH 3
@@ -359,6 +360,10 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 					    const struct nat_key *k, __u64 now, __u32 *reason);
 __attribute__((noinline)) int nat4_hairpin_to(struct __sk_buff *skb, const struct nat_key *k,
 					      __be32 baddr, __be16 bport, __u32 *reason);
+__attribute__((noinline)) int nat4_mesh(struct __sk_buff *skb, const struct nat_key *k,
+					__u32 *reason);
+__attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct nat_key *k,
+					   __be32 baddr, __be16 bport, __u32 *reason);
 
 /* Deliver (TC) a packet of a service connection as entry e says, into the backend's or
  * the client's netns. The VIP is in the client's own subnet (answered by ARP), so this is
@@ -644,8 +649,10 @@ static __always_inline int nat4_deliver(struct pkt *p, const struct nat_entry *e
 }
 
 /* A new connection to a published port (tuple k, ingress): write both entries and fill
- * *in with the ingress one. Returns 0, NAT_SKIP when no port is published there, or a
- * negative DROP_*. Shared by from_netdev and xdp_uplink (no skb). */
+ * *in with the ingress one. Returns 0, NAT_SKIP when no port is published there, NAT_MESH
+ * (in->addr, in->port: the backend; nothing written) when a published service port picked
+ * a backend on another node, or a negative DROP_*. Shared by from_netdev and xdp_uplink
+ * (no skb). */
 static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_config *cfg,
 					 const struct nat_key *k, __u64 now, struct nat_entry *in)
 {
@@ -663,6 +670,11 @@ static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_
 	ep = ep4_lookup(addr);
 	if (!ep)
 		return -DROP_NAT_NO_EP;
+	if (ep->flags & ENDPOINT_F_REMOTE) {
+		in->addr = addr; /* a service's backend on another node: the routing mesh */
+		in->port = port;
+		return NAT_MESH;
+	}
 	net = bpf_map_lookup_elem(&pydp_networks, &ep->network);
 
 	in->state = ct_initial_state(ct_tcp_flags(p));
@@ -803,6 +815,8 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
+	if (e && (e->flags & NAT_F_MESH))
+		return nat4_mesh(skb, &k, reason);
 	if (e) {
 		ct_advance(&k, e, p, now);
 		*reason = (e->flags & NAT_F_DNAT) ? REASON_DNAT : REASON_REV_NAT;
@@ -812,6 +826,8 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 	ret = nat4_dnat_new(p, cfg, &k, now, &in);
 	if (ret == -DROP_LB_NO_BACKEND)
 		return lb4_no_backend(skb, &k, reason); /* a published service port */
+	if (ret == NAT_MESH)
+		return nat4_mesh_to(skb, &k, in.addr, in.port, reason);
 	if (!ret) {
 		*reason = REASON_DNAT;
 		ret = nat4_rewrite_skb(skb, p, 1, in.addr, in.port);
@@ -990,12 +1006,14 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 	return ret == NAT_SKIP ? -DROP_REDIRECT : ret;
 }
 
-/* Hairpin, a tracked connection: e is K1 (the client's packet) or R1 (the backend's reply)
- * of nat4_hairpin_new, found under k. Rewrites both sides through e and the second-stage
- * entry, keeps the four entries' state and deadline together, delivers as e says. */
-static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
-					const struct nat_key *k, struct nat_entry *e, __u64 now,
-					__u32 *reason)
+/* A tracked two-stage connection (hairpin, routing mesh): e, found under k, is the
+ * client's first-stage entry (K1) or the backend's (R1); it rewrites the destination, the
+ * second-stage entry under (k's source -> e's target) the source. The four entries keep
+ * their state and deadline together. Every entry is NAT_DIR_EGRESS but a mesh
+ * connection's K1, which from_netdev looks up as NAT_DIR_INGRESS. Rewrites both sides;
+ * returns 0 or a negative DROP_*. */
+static __always_inline int nat4_two_stage(struct __sk_buff *skb, struct pkt *p,
+					  const struct nat_key *k, struct nat_entry *e, __u64 now)
 {
 	int reply = !!(e->flags & NAT_F_SNAT);
 	struct nat_key k2 = {}, pk = {};
@@ -1024,7 +1042,7 @@ static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
 		pk.sport = e->port;
 		pk.dport = e2->port;
 		pk.proto = k->proto;
-		pk.dir = NAT_DIR_EGRESS;
+		pk.dir = (reply && (e->flags & NAT_F_MESH)) ? NAT_DIR_INGRESS : NAT_DIR_EGRESS;
 		pe = bpf_map_lookup_elem(&pydp_nat, &pk);
 		if (pe) {
 			pe->state = state;
@@ -1032,17 +1050,150 @@ static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
 		}
 		pk.daddr = k->saddr;
 		pk.dport = k->sport;
+		pk.dir = NAT_DIR_EGRESS;
 		pe = bpf_map_lookup_elem(&pydp_nat, &pk);
 		if (pe) {
 			pe->state = state;
 			pe->expires = expires;
 		}
 	}
-	*reason = reply ? REASON_HAIRPIN_REPLY : REASON_HAIRPIN;
 	if ((ret = nat4_rewrite_skb(skb, p, 1, e->addr, e->port)) ||
 	    (ret = nat4_rewrite_skb(skb, p, 0, e2->addr, e2->port)))
 		return ret;
-	return nat4_deliver(p, e);
+	return 0;
+}
+
+/* Hairpin, a tracked connection: e is K1 (the client's packet) or R1 (the backend's reply)
+ * of nat4_hairpin_to, found under k: both sides rewritten, delivered as e says. */
+static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
+					const struct nat_key *k, struct nat_entry *e, __u64 now,
+					__u32 *reason)
+{
+	int ret;
+
+	*reason = (e->flags & NAT_F_SNAT) ? REASON_HAIRPIN_REPLY : REASON_HAIRPIN;
+	ret = nat4_two_stage(skb, p, k, e, now);
+	return ret ? ret : nat4_deliver(p, e);
+}
+
+/* The routing mesh: a client X:xp outside reaches a published service port U:up of this
+ * node, whose table picked a backend B:bp on another node. As Docker's ingress, B sees the
+ * connection from M:mp, M this node's own address on B's overlay network (its mesh
+ * endpoint, announced to every node), so B's reply is tunnelled back here. Four entries,
+ * each rewriting one side:
+ *   K1  X:xp -> U:up   dst := B:bp, tunnel to B's node  NAT_F_MESH | NAT_F_DNAT, INGRESS
+ *   K2  X:xp -> B:bp   src := M:mp                      NAT_F_MESH, EGRESS
+ *   R1  B:bp -> M:mp   dst := X:xp, out of the uplink   NAT_F_MESH | NAT_F_SNAT, EGRESS
+ *   R2  B:bp -> X:xp   src := U:up                      NAT_F_MESH, EGRESS
+ * from_netdev finds K1, from_overlay R1; K2 and R2 are looked up after them only. mp is xp
+ * when free toward B:bp, else a port of the NAT range. Returns a TC verdict with *reason or
+ * a negative DROP_*. */
+__attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct nat_key *k,
+					   __be32 baddr, __be16 bport, __u32 *reason)
+{
+	/* A global function (see nat4_port_search): the packet is parsed again, the four
+	 * entries are written from one scratch entry. */
+	struct pkt pk = {}, *p = &pk;
+	const struct endpoint_info *ep;
+	const struct network_info *net;
+	struct nat_key kk = {};
+	struct nat_entry e = {};
+	__u32 start, network;
+	__be32 mesh;
+	int cand, ret;
+
+	if (!skb || !k || !reason)
+		return -DROP_INVALID_IP;
+	if (parse_pkt((void *)(long)skb->data, (void *)(long)skb->data_end, p) || !p->l4)
+		return -DROP_INVALID_L4;
+	ep = ep4_lookup(baddr);
+	if (!ep || !(ep->flags & ENDPOINT_F_REMOTE))
+		return -DROP_LB_NOT_LOCAL;
+	network = ep->network;
+	net = bpf_map_lookup_elem(&pydp_networks, &network);
+	if (!net || !net->mesh_addr)
+		return -DROP_MESH_NO_ADDR;
+	mesh = net->mesh_addr;
+
+	kk.saddr = baddr;
+	kk.daddr = mesh;
+	kk.sport = bport;
+	kk.dport = k->sport;
+	kk.proto = k->proto;
+	kk.dir = NAT_DIR_EGRESS;
+	start = (k->saddr ^ baddr ^ ((__u32)k->sport << 16 | bport)) * 2654435761u;
+	cand = nat4_port_search(skb, &kk, start, k->saddr, k->sport);
+	if (cand < 0)
+		return cand;
+
+	e.state = ct_initial_state(ct_tcp_flags(p));
+	e.expires = bpf_ktime_get_ns() + ct_timeout_ns(k->proto, e.state);
+	/* R1  B:bp -> M:mp   dst := X:xp */
+	kk.dport = (__be16)cand;
+	e.flags = NAT_F_MESH | NAT_F_SNAT;
+	e.addr = k->saddr;
+	e.port = k->sport;
+	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	/* R2  B:bp -> X:xp   src := U:up */
+	kk.daddr = k->saddr;
+	kk.dport = k->sport;
+	e.flags = NAT_F_MESH;
+	e.addr = k->daddr;
+	e.port = k->dport;
+	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	/* K2  X:xp -> B:bp   src := M:mp */
+	kk.saddr = k->saddr;
+	kk.daddr = baddr;
+	kk.sport = k->sport;
+	kk.dport = bport;
+	e.addr = mesh;
+	e.port = (__be16)cand;
+	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	/* K1  X:xp -> U:up   dst := B:bp (written last: it is the lookup key) */
+	e.flags = NAT_F_MESH | NAT_F_DNAT;
+	e.addr = baddr;
+	e.port = bport;
+	if (bpf_map_update_elem(&pydp_nat, k, &e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	*reason = REASON_MESH;
+	if ((ret = nat4_rewrite_skb(skb, p, 1, baddr, bport)) ||
+	    (ret = nat4_rewrite_skb(skb, p, 0, mesh, (__be16)cand)))
+		return ret;
+	return ov4_to_remote(skb, p, ep);
+}
+
+/* The routing mesh, a tracked connection: k is K1 (the client's packet, at from_netdev)
+ * of nat4_mesh_to: both sides rewritten, tunnelled to the backend's node -- while it is
+ * alive (its endpoints leave the map when its lease ends). A global function: from_netdev's
+ * frame stays small enough for nat4_mesh_to's chain. */
+__attribute__((noinline)) int nat4_mesh(struct __sk_buff *skb, const struct nat_key *k,
+					__u32 *reason)
+{
+	struct pkt pk = {}, *p = &pk;
+	const struct endpoint_info *ep;
+	struct nat_entry *e;
+	__u64 now;
+	int ret;
+
+	if (!skb || !k || !reason)
+		return -DROP_INVALID_IP;
+	if (parse_pkt((void *)(long)skb->data, (void *)(long)skb->data_end, p) || !p->l4)
+		return -DROP_INVALID_L4;
+	now = bpf_ktime_get_ns();
+	e = ct_lookup(k, now);
+	if (!e)
+		return -DROP_NO_CT;
+	*reason = REASON_MESH;
+	ret = nat4_two_stage(skb, p, k, e, now);
+	if (ret)
+		return ret;
+	ep = ep4_lookup(p->ip4->daddr);
+	if (!ep || !(ep->flags & ENDPOINT_F_REMOTE))
+		return -DROP_LB_NOT_LOCAL;
+	return ov4_to_remote(skb, p, ep);
 }
 
 /* Deliver a translated frame (XDP) to the endpoint of entry e: out of its host-side veth
@@ -1205,6 +1356,8 @@ static __always_inline int nat4_from_netdev_xdp(struct xdp_md *ctx, struct pkt *
 		return XDP_PASS;
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
+	if (e && (e->flags & NAT_F_MESH))
+		return XDP_PASS; /* the routing mesh tunnels: from_netdev's */
 	if (e) {
 		ct_advance(&k, e, p, now);
 		*reason = (e->flags & NAT_F_DNAT) ? REASON_XDP_DNAT : REASON_XDP_REV_NAT;
@@ -1214,8 +1367,8 @@ static __always_inline int nat4_from_netdev_xdp(struct xdp_md *ctx, struct pkt *
 		return nat4_deliver_xdp(p, e);
 	}
 	ret = nat4_dnat_new(p, cfg, &k, now, &in);
-	if (ret == NAT_SKIP || ret == -DROP_LB_NO_BACKEND)
-		return XDP_PASS; /* TC answers an empty service's clients */
+	if (ret == NAT_SKIP || ret == NAT_MESH || ret == -DROP_LB_NO_BACKEND)
+		return XDP_PASS; /* TC answers an empty service's clients, tunnels the mesh's */
 	if (ret)
 		return ret;
 	*reason = REASON_XDP_DNAT;

@@ -61,6 +61,15 @@ class Agent:
         node = self.host.controller.register_node(address=self._address(), lease=self.lease)
         log.info("registered node %s at %s (lease %s)", node.name, node.address, self.lease)
 
+    def _apply(self) -> None:
+        """Claim (or give back) this node's routing-mesh addresses, then reconcile."""
+        added, removed = self.host.controller.ensure_mesh()
+        for ep in added:
+            log.info("mesh address %s on network %s", ep.address, ep.network_id[:12])
+        for ep in removed:
+            log.info("mesh address %s released", ep.address)
+        self.host.apply()
+
     def _renew(self) -> None:
         if self.leases is None or self.lease is None:
             return
@@ -76,7 +85,7 @@ class Agent:
         before the other nodes notice (its maps and programs stay pinned and attached, so
         traffic never stops); one that stays down is dropped when the lease ends."""
         self.register()
-        self.host.apply()
+        self._apply()
         revision = self.host.store.revision()
         period = max(self.ttl / 3, 0.5)  # renewals: three per TTL
         while not self.stop.is_set():
@@ -94,4 +103,4 @@ class Agent:
                 revision, changed = self.host.store.revision(), True
             self._renew()
             if changed and not self.stop.is_set():
-                self.host.apply()
+                self._apply()

@@ -23,6 +23,7 @@ from netaddr import EUI, IPAddress, IPNetwork, mac_unix_expanded
 
 from pydp.agent.uplink import Uplink, find_uplink
 from pydp.control.driver import ENABLE_MASQUERADE, PARENT, BridgeDriver, overlay_mtu
+from pydp.control.mesh import is_mesh
 from pydp.control.model import (
     ENDPOINTS,
     NETWORKS,
@@ -39,7 +40,7 @@ from pydp.control.model import (
 )
 from pydp.control.nodes import node_name
 from pydp.control.ports import PortMapping
-from pydp.datapath import ENDPOINT_F_LB_BACKEND, ENDPOINT_F_REMOTE, Datapath
+from pydp.datapath import ENDPOINT_F_LB_BACKEND, ENDPOINT_F_MESH, ENDPOINT_F_REMOTE, Datapath
 from pydp.datapath_lb import ServiceSpec
 from pydp.datapath_nat import NatDatapath
 from pydp.datapath_overlay import VXLAN_NAME, VXLAN_OWNER, VXLAN_PORT, OverlayDatapath
@@ -185,6 +186,10 @@ class Desired:
                 )
             )
         return specs
+
+    def mesh(self) -> dict[str, Endpoint]:
+        """This node's routing-mesh endpoint on each overlay network, by network id."""
+        return {ep.network_id: ep for ep in self.endpoints if is_mesh(ep)}
 
     def bridges(self) -> dict[str, Network]:
         """Bridge networks by bridge name."""
@@ -362,6 +367,10 @@ class Reconciler:
                 assert ep.address is not None and ep.mac is not None
                 flags = ENDPOINT_F_LB_BACKEND if ep.address in backends else 0
                 wanted[ep.address] = MapEndpoint(link.ifindex, ep.mac, net.index, flags)
+        for ep in d.mesh().values():  # no interface: the tunnel's replies come to it
+            net = d.networks[ep.network_id]
+            assert ep.address is not None and ep.mac is not None
+            wanted[ep.address] = MapEndpoint(0, ep.mac, net.index, ENDPOINT_F_MESH)
         for ep in d.remote:
             peer = d.nodes.get(ep.node or "")
             net = d.networks[ep.network_id]
@@ -402,11 +411,14 @@ class Reconciler:
             mac = None if bridge is None else bridge.mac
             networks[net.index] = NetworkInfo(masq) if mac is None else NetworkInfo(masq, mac)
             subnets[net.pool.subnet] = SubnetInfo(net.index, net.pool.gateway)
+        mesh = d.mesh()
         for net in d.networks.values():
             if net.driver != "overlay" or net.pool is None:
                 continue
             # egress leaves from the container's own node, masqueraded (no docker_gwbridge)
-            networks[net.index] = NetworkInfo(True, router_mac(net), net.vni or 0)
+            m = mesh.get(net.id)
+            addr = None if m is None else m.address
+            networks[net.index] = NetworkInfo(True, router_mac(net), net.vni or 0, addr)
             subnets[net.pool.subnet] = SubnetInfo(net.index, net.pool.gateway)
         ports = {
             PortKey(PROTO_NUMBERS[pm.proto], pm.host_port, pm.host_ip): PortTarget(

@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 
 from netaddr import IPAddress, IPNetwork
 
-from pydp.control import _vni, nodes
+from pydp.control import _vni, mesh, nodes
 from pydp.control._reads import (
     drop_backends,
     endpoints,
@@ -38,6 +38,7 @@ from pydp.control.ipam import Pool, default_global_pools, parse_address, parse_p
 from pydp.control.model import (
     GLOBAL,
     LOCAL,
+    MESH_SANDBOX,
     SANDBOXES,
     SETTINGS,
     Endpoint,
@@ -149,6 +150,15 @@ class Controller:
         """Register a node (default: this one) at ``/nodes/NAME``, kept alive by ``lease``
         (the store's lease id) when given: the agent's, at start."""
         return nodes.register(self.store, name or self.node, address, lease, labels)
+
+    @_retried
+    def ensure_mesh(self) -> tuple[list[Endpoint], list[Endpoint]]:
+        """This node's routing-mesh addresses, one on every overlay network with a
+        published service (see ``pydp.control.mesh``): (added, removed)."""
+        if not self.node:
+            return [], []
+        with self.store.transaction() as t:
+            return mesh.ensure(t, self.node)
 
     def nodes(self) -> list[Node]:
         """The registered nodes (their key exists: ready), by name."""
@@ -332,7 +342,7 @@ class Controller:
                 raise ConflictError(
                     f"network {net.name} is a pre-defined network and cannot be removed"
                 )
-            eps = endpoints(t, net.id)
+            eps = [e for e in endpoints(t, net.id) if not mesh.is_mesh(e)]
             if eps:
                 users = ", ".join(sorted({e.sandbox for e in eps}))
                 raise ConflictError(f"network {net.name} has active endpoints ({users})")
@@ -345,6 +355,9 @@ class Controller:
 
     @staticmethod
     def _delete_network(t: Txn, net: Network) -> None:
+        """The network, its VNI, and the mesh addresses of nodes gone before they let go."""
+        for ep in endpoints(t, net.id):
+            t.delete(endpoint_key(net.id, ep.id))
         t.delete(network_key(net.id))
         if net.vni is not None:
             _vni.release(t, net.vni)
@@ -356,7 +369,8 @@ class Controller:
         with self.store.transaction() as t:
             gone = []
             for net in visible_networks(t, self.node):
-                if net.name in PREDEFINED or endpoints(t, net.id) or services(t, net.id):
+                used = [e for e in endpoints(t, net.id) if not mesh.is_mesh(e)]
+                if net.name in PREDEFINED or used or services(t, net.id):
                     continue
                 self._delete_network(t, net)
                 gone.append(net)
@@ -391,6 +405,8 @@ class Controller:
     def _create_sandbox(self, t: Txn, name: str | None, host: bool) -> Sandbox:
         sid = new_id()
         name = _check_name("sandbox", name or f"sb-{sid[:12]}")
+        if name == MESH_SANDBOX:
+            raise ConfigError(f"sandbox name {name} is reserved for the routing mesh")
         entry = t.get(sandbox_key(name))
         if entry is not None:
             other = Sandbox.from_json(entry.value)

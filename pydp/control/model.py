@@ -43,6 +43,7 @@ __all__ = [
     "ENDPOINTS",
     "GLOBAL",
     "LOCAL",
+    "MESH_SANDBOX",
     "NAT_PORTS_DEFAULT",
     "NETWORKS",
     "NODES",
@@ -79,6 +80,7 @@ VNIS = "/vnis/"
 LOCAL = "local"  # a network on one node
 GLOBAL = "global"  # a network on every node
 SCOPES = (LOCAL, GLOBAL)
+MESH_SANDBOX = "ingress-sbox"  # the routing mesh's endpoints (reserved: no sandbox has it)
 
 
 def new_id() -> str:

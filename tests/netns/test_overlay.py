@@ -104,8 +104,9 @@ def test_a_plain_linux_vxlan_peer_talks_to_a_pydp_container(
         ["tshark", "-i", "eth0", "-c", "4", "-f", "udp port 4789", "-T", "fields",
          "-e", "vxlan.vni"]
     )  # fmt: skip
-    peer.run(["sleep", "1"])
+    assert wait_for(lambda: "Capture started" in capture.output(), 10), capture.output()
     assert wait_for(lambda: peer.run(["ping", "-c1", "-W1", addr], check=False).returncode == 0, 15)
+    peer.run(["ping", "-c2", "-i0.2", "-W1", addr])  # 4 packets at least after the capture began
     assert capture.wait(timeout=10) == 0
     assert set(capture.output().split()[-4:]) == {vni}, capture.output()
 
