@@ -28,6 +28,7 @@ __all__ = ["NODE_TTL", "Agent"]
 log = logging.getLogger(__name__)
 
 NODE_TTL = 10  # seconds a node's key outlives its agent's last renewal
+QUIET = 0.02  # seconds without a change that end a burst of changes: then reconcile
 
 
 class Agent:
@@ -89,18 +90,30 @@ class Agent:
         revision = self.host.store.revision()
         period = max(self.ttl / 3, 0.5)  # renewals: three per TTL
         while not self.stop.is_set():
-            changed = False
             deadline = time.monotonic() + period
             try:
-                for event in self.host.store.watch(
-                    "/", since=revision, timeout=period, stop=self.stop
-                ):
-                    revision = max(revision, event.revision)
-                    changed = True
-                    if time.monotonic() >= deadline:
-                        break
+                revision, changed = self._changes(revision, period, deadline)
             except CompactedError:
                 revision, changed = self.host.store.revision(), True
             self._renew()
             if changed and not self.stop.is_set():
                 self._apply()
+
+    def _changes(self, revision: int, period: float, deadline: float) -> tuple[int, bool]:
+        """Wait up to ``period`` for a change after ``revision``; after the first, take the
+        rest of its burst (until QUIET s pass without one, or ``deadline``: the lease
+        wants renewing). Returns the last revision seen and whether anything changed."""
+        store = self.host.store
+        changed = False
+        for event in store.watch("/", since=revision, timeout=period, stop=self.stop):
+            revision, changed = max(revision, event.revision), True
+            break
+        while changed and time.monotonic() < deadline and not self.stop.is_set():
+            more = False
+            for event in store.watch("/", since=revision, timeout=QUIET, stop=self.stop):
+                revision, more = max(revision, event.revision), True
+                if time.monotonic() >= deadline:
+                    break
+            if not more:
+                break
+        return revision, changed
