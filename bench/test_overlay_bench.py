@@ -126,6 +126,8 @@ from pydp.maps import (
     NetworkInfo,
     NetworkMap,
 )
+from pydp.maps.config import VNIS_MAP, VniMap
+from pydp.maps.endpoint import Scoped
 from pydp.net.netns import entered
 from pydp.store import open_store
 from pydp.testing import Host, Topology
@@ -179,6 +181,7 @@ LOCAL_A, LOCAL_B, REMOTE = IPAddress("10.80.0.2"), IPAddress("10.80.0.4"), IPAdd
 MAC_A, MAC_B, MAC_R = EUI("02:00:0a:50:00:02"), EUI("02:00:0a:50:00:04"), EUI("02:00:0a:50:00:03")
 REMOTE_NODE = IPAddress("10.97.0.2")
 ENDPOINT_F_REMOTE = CONSTANTS["ENDPOINT_F_REMOTE"]
+IFACE_F_SCOPED = CONSTANTS["IFACE_F_SCOPED"]
 
 BPF_STATS_RUN_TIME = 0
 LIVE_ROUNDS = 4  # measured rounds of the live figure, alternated, after a warm-up
@@ -647,11 +650,13 @@ def _fill_packet_maps(ep: BpfObject) -> MetricsMap:
     """Network 1 (VNI PKT_VNI), the VXLAN device NH0, A behind lo, B local, R on node 2."""
     ConfigMap(ep.map(CONFIG_MAP))[0] = HostConfig(vxlan_ifindex=NH0)
     NetworkMap(ep.map(NETWORKS_MAP))[PKT_NET] = NetworkInfo(False, ROUTER_MAC, PKT_VNI)
-    endpoints = EndpointMap(ep.map(ENDPOINT_MAP))
-    endpoints[LOCAL_A] = Endpoint(LO, MAC_A, PKT_NET)
-    endpoints[LOCAL_B] = Endpoint(NH0, MAC_B, PKT_NET)
-    endpoints[REMOTE] = Endpoint(0, MAC_R, PKT_NET, ENDPOINT_F_REMOTE, REMOTE_NODE)
-    IfaceMap(ep.map(IFACE_MAP))[LO] = Iface(LOCAL_A, PKT_NET)
+    VniMap(ep.map(VNIS_MAP))[PKT_VNI] = PKT_NET
+    endpoints = EndpointMap(ep.map(ENDPOINT_MAP))  # an overlay's: keyed in its scope
+    endpoints[Scoped(LOCAL_A, PKT_NET)] = Endpoint(LO, MAC_A, PKT_NET)
+    endpoints[Scoped(LOCAL_B, PKT_NET)] = Endpoint(NH0, MAC_B, PKT_NET)
+    remote = Endpoint(0, MAC_R, PKT_NET, ENDPOINT_F_REMOTE, REMOTE_NODE)
+    endpoints[Scoped(REMOTE, PKT_NET)] = remote
+    IfaceMap(ep.map(IFACE_MAP))[LO] = Iface(LOCAL_A, PKT_NET, IFACE_F_SCOPED)
     return MetricsMap(ep.map(METRICS_MAP))
 
 

@@ -35,7 +35,10 @@ int from_container(struct __sk_buff *skb)
 	}
 	if (!p.ip4)
 		return metrics_tc_exit(skb, TC_ACT_OK, REASON_PASS_NON_IP);
-	ep = ep4_lookup(p.ip4->daddr);
+	me = ep4_iface(skb);
+	ep = ep4_lookup(p.ip4->daddr, ep4_scope(me));
+	if (!ep && ep4_scope(me))
+		ep = ep4_lookup(p.ip4->daddr, 0); /* a bridge network's endpoint: isolated below */
 	if (!ep) {
 		ret = ov4_to_learned(skb, &p);
 		if (ret != NAT_SKIP) {
@@ -48,7 +51,6 @@ int from_container(struct __sk_buff *skb)
 			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 		return metrics_tc_exit(skb, ret, reason);
 	}
-	me = ep4_iface(skb);
 	ret = ep4_check_source(skb, p.ip4->saddr, ep, me);
 	if (ret < 0)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);

@@ -35,16 +35,15 @@ static __always_inline int ov4_arp_tunnel(struct __sk_buff *skb, struct pkt *p,
 	return ov4_encap(skb, bpf_htonl(in->remote_ipv4), in->tunnel_id);
 }
 
-/* Learn the inner source of a frame out of the tunnel when no node announced it (a plain
- * vxlan peer): replies to it go back to the outer source, with its VNI. */
-static __always_inline void ov4_learn(const struct pkt *p, const struct bpf_tunnel_key *in)
+/* Learn the inner source of a frame out of the tunnel that no node announced (a plain vxlan
+ * peer): replies to it go back to the outer source, with its VNI. */
+static __always_inline void ov4_learn(const struct pkt *p, const struct bpf_tunnel_key *in,
+				      __u32 scope)
 {
-	struct endpoint_key k = { .addr = p->ip4->saddr };
+	struct endpoint_key k = { .addr = p->ip4->saddr, .scope = scope };
 	struct learned_info l = {};
 	const struct learned_info *old;
 
-	if (ep4_lookup(k.addr))
-		return;
 	old = bpf_map_lookup_elem(&pydp_learned, &k);
 	if (old && old->node == bpf_htonl(in->remote_ipv4) && old->vni == in->tunnel_id)
 		return; /* known: no write per packet */
@@ -56,8 +55,8 @@ static __always_inline void ov4_learn(const struct pkt *p, const struct bpf_tunn
 
 /* A service backend on another node answers a client of this one: the reply entry this
  * node wrote when it picked that backend (NAT_F_SVC | NAT_F_SNAT, key: backend -> client)
- * gives the VIP back as the source. Returns 0 (translated or not a service reply) or a
- * negative DROP_*. */
+ * gives the VIP back as the source (p parsed again). Returns 0 (translated or no service
+ * reply) or a negative DROP_*. */
 static __always_inline int ov4_service_reply(struct __sk_buff *skb, struct pkt *p)
 {
 	struct nat_entry *e;
@@ -110,9 +109,10 @@ int from_overlay(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	const struct network_info *net;
 	struct bpf_tunnel_key key = {};
+	const struct endpoint_info *src;
 	struct endpoint_info *ep;
 	struct pkt p = {};
-	__u32 network, reason;
+	__u32 network, reason, *scope;
 	long ret;
 
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0))
@@ -128,25 +128,33 @@ int from_overlay(struct __sk_buff *skb)
 	}
 	if (!p.ip4)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);
-	ov4_learn(&p, &key);
-	ep = ep4_lookup(p.ip4->daddr);
-	if (!ep || (ep->flags & ENDPOINT_F_REMOTE) || !(ep->ifindex || (ep->flags & ENDPOINT_F_MESH)))
-		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);
-	network = ep->network;
+	network = key.tunnel_id;
+	scope = bpf_map_lookup_elem(&pydp_vnis, &network); /* the VNI's network */
+	if (!scope)
+		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_VNI_MISMATCH);
+	network = *scope;
 	net = bpf_map_lookup_elem(&pydp_networks, &network);
 	if (!net || !net->vni || net->vni != key.tunnel_id)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_VNI_MISMATCH);
+	src = ep4_lookup(p.ip4->saddr, network);
+	if (!src)
+		ov4_learn(&p, &key, network);
+	ep = ep4_lookup(p.ip4->daddr, network);
+	if (!ep || (ep->flags & ENDPOINT_F_REMOTE) || !(ep->ifindex || (ep->flags & ENDPOINT_F_MESH)))
+		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);
 	if (ep->flags & ENDPOINT_F_MESH) {
 		ret = ov4_mesh_reply(skb, &p, &reason);
 		if (ret < 0)
 			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 		return metrics_tc_exit(skb, ret, reason);
 	}
-	ret = ov4_service_reply(skb, &p);
-	if (ret < 0)
-		return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
-	ep = ep4_lookup(p.ip4->daddr); /* p was parsed again if it was translated */
-	if (!ep || !ep->ifindex)
+	if (src && (src->flags & ENDPOINT_F_LB_BACKEND)) {
+		/* a service's backend: maybe a reply to a client here, through the VIP */
+		ret = ov4_service_reply(skb, &p); /* the source rewritten: ep stays */
+		if (ret < 0)
+			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
+	}
+	if (!ep->ifindex)
 		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);
 	__builtin_memcpy(p.eth->h_dest, ep->mac, ETH_ALEN);
 	__builtin_memcpy(p.eth->h_source, net->gw_mac, ETH_ALEN);

@@ -15,18 +15,21 @@ __all__ = [
     "CONFIG_MAP",
     "NETWORKS_MAP",
     "SUBNETS_MAP",
+    "VNIS_MAP",
     "ConfigMap",
     "HostConfig",
     "NetworkInfo",
     "NetworkMap",
     "SubnetInfo",
     "SubnetMap",
+    "VniMap",
 ]
 
 _C = constants()
 CONFIG_MAP = "pydp_config"
 NETWORKS_MAP = "pydp_networks"
 SUBNETS_MAP = "pydp_subnets"
+VNIS_MAP = "pydp_vnis"
 _NO_MAC = EUI(0, dialect=mac_unix_expanded)
 
 
@@ -140,6 +143,26 @@ class SubnetInfo:
 
     network: int
     gateway: IPAddress | None = None
+
+
+class VniMap(TypedMap[int, int]):
+    """``pydp_vnis``: an overlay network's VNI -> its network index (the scope from_overlay
+    looks the frame's destination up in)."""
+
+    key_type = "uint32_t"
+    value_type = "uint32_t"
+
+    def encode_key(self, key: int) -> tuple[Any, ...]:
+        return (key,)
+
+    def decode_key(self, fields: tuple[Any, ...]) -> int:
+        return int(fields[0])
+
+    def encode_value(self, value: int) -> tuple[Any, ...]:
+        return (value,)
+
+    def decode_value(self, fields: tuple[Any, ...]) -> int:
+        return int(fields[0])
 
 
 class SubnetMap(TypedMap[IPNetwork, "int | SubnetInfo"]):

@@ -7,7 +7,9 @@
 
 /* Key of pydp_endpoints. */
 struct endpoint_key {
-	__be32 addr; /* endpoint IPv4 address, network order */
+	__be32 addr;  /* endpoint IPv4 address, network order */
+	__u32 scope;  /* overlay networks: the network's index (their subnets may overlap, on
+		       * one host too); 0: an address unique on the host (bridge networks) */
 };
 
 /* Value of pydp_endpoints. */
@@ -23,8 +25,11 @@ struct endpoint_info {
 #define ENDPOINT_F_REMOTE 2 /* on another node (overlay): reached through the VXLAN device */
 #define ENDPOINT_F_MESH 4 /* this node's own address on an overlay network (the routing mesh's
 			   * source toward other nodes' backends): no interface */
-#define ENDPOINT_F_LB_BACKEND 1 /* a service's backend: pydp_ifaces carries IFACE_F_LB_BACKEND */
+#define ENDPOINT_F_LB_BACKEND 1 /* a service's backend: pydp_ifaces carries IFACE_F_LB_BACKEND;
+				 * on another node, its frames out of the tunnel are looked up
+				 * for service replies */
 
+#define PYDP_VNIS_MAX 16384 /* max_entries of pydp_vnis: overlay networks a host holds */
 #define PYDP_LEARNED_MAX 16384 /* max_entries of pydp_learned (LRU) */
 
 /* Value of pydp_learned (key: struct endpoint_key): an overlay address that no node of
@@ -50,5 +55,7 @@ struct iface_info {
 /* iface_info.flags */
 #define IFACE_F_LB_BACKEND 1 /* the endpoint is a service's backend: its replies to local
 			      * clients are looked up for reverse translation (VIP source) */
+#define IFACE_F_SCOPED 2     /* the endpoint is on an overlay network: the addresses it
+			      * reaches are keyed with its network as their scope */
 
 #endif

@@ -8,12 +8,45 @@ from typing import Any
 
 from netaddr import EUI, IPAddress, mac_unix_expanded
 
-from pydp.maps._codec import ip4_array, ip4_bytes, mac_bytes
+from pydp.maps._codec import ip4_bytes, mac_bytes
 from pydp.maps.base import ArrayMap, TypedMap
 
-__all__ = ["ENDPOINT_MAP", "IFACE_MAP", "Endpoint", "EndpointMap", "Iface", "IfaceMap"]
+__all__ = [
+    "ENDPOINT_MAP",
+    "IFACE_MAP",
+    "Endpoint",
+    "EndpointKey",
+    "EndpointMap",
+    "Iface",
+    "IfaceMap",
+    "Scoped",
+    "address_of",
+]
 
 ENDPOINT_MAP = "pydp_endpoints"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Scoped:
+    """The key of an endpoint on an overlay network: its address within its network
+    (``scope``: the network's index), as overlay subnets may overlap, even on one host."""
+
+    address: IPAddress
+    scope: int
+
+
+EndpointKey = IPAddress | Scoped  # an address alone: scope 0, unique on the host
+
+
+def address_of(key: EndpointKey) -> IPAddress:
+    return key.address if isinstance(key, Scoped) else key
+
+
+def _split(key: EndpointKey) -> tuple[IPAddress, int]:
+    addr, scope = (key.address, key.scope) if isinstance(key, Scoped) else (key, 0)
+    if addr.version != 4:
+        raise ValueError(f"endpoint: expected an IPv4 address, got {addr}")
+    return addr, scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,27 +60,27 @@ class Endpoint:
     node: IPAddress | None = None  # ENDPOINT_F_REMOTE: the underlay address of its node
 
 
-class EndpointMap(TypedMap[IPAddress, Endpoint]):
-    """``pydp_endpoints``: IPv4 address -> Endpoint."""
+class EndpointMap(TypedMap[EndpointKey, Endpoint]):
+    """``pydp_endpoints``: IPv4 address (``Scoped`` on an overlay network) -> Endpoint."""
 
     key_type = "struct endpoint_key"
     value_type = "struct endpoint_info"
 
-    def encode_key(self, key: IPAddress) -> tuple[Any, ...]:
-        if key.version != 4:
-            raise ValueError(f"endpoint address must be IPv4, got {key}")
-        return (int(key),)
+    def encode_key(self, key: EndpointKey) -> tuple[Any, ...]:
+        addr, scope = _split(key)
+        return (int(addr), scope)
 
-    def key_bytes(self, key: IPAddress) -> bytes:
-        return self.key_layout.pack_raw(ip4_bytes(key))
+    def key_bytes(self, key: EndpointKey) -> bytes:
+        addr, scope = _split(key)
+        return self.key_layout.pack_raw(ip4_bytes(addr), scope)
 
     def value_bytes(self, value: Endpoint) -> bytes:
         return self.value_layout.pack_raw(
             value.ifindex, value.network, mac_bytes(value.mac), value.flags, _node(value)
         )
 
-    def pack_keys(self, keys: Sequence[IPAddress]) -> bytes:
-        return ip4_array(keys)
+    def pack_keys(self, keys: Sequence[EndpointKey]) -> bytes:
+        return b"".join(self.key_bytes(k) for k in keys)
 
     def pack_values(self, values: Sequence[Endpoint]) -> bytes:
         pack = self.value_layout.struct.pack
@@ -55,8 +88,9 @@ class EndpointMap(TypedMap[IPAddress, Endpoint]):
             [pack(v.ifindex, v.network, mac_bytes(v.mac), v.flags, _node(v)) for v in values]
         )
 
-    def decode_key(self, fields: tuple[Any, ...]) -> IPAddress:
-        return IPAddress(fields[0], 4)
+    def decode_key(self, fields: tuple[Any, ...]) -> EndpointKey:
+        addr, scope = fields
+        return Scoped(IPAddress(addr, 4), scope) if scope else IPAddress(addr, 4)
 
     def encode_value(self, value: Endpoint) -> tuple[Any, ...]:
         node = 0 if value.node is None else int(value.node)

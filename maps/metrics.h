@@ -51,7 +51,7 @@ enum pydp_reason {
 	DROP_NO_REPLY = 143,      /* no reply may answer it (a RST, an ICMP error, a fragment, a
 				   * broadcast, a GSO skb), or the reply could not be built */
 	DROP_NO_TUNNEL = 144,     /* overlay: no VXLAN device, or the tunnel key was refused */
-	DROP_VNI_MISMATCH = 145,  /* overlay: the packet's VNI is not its destination's network's */
+	DROP_VNI_MISMATCH = 145,  /* overlay: the packet's VNI is no overlay network of this host's */
 	DROP_TUNNEL_NO_EP = 146,  /* overlay: from the tunnel to no local endpoint */
 	DROP_MESH_NO_ADDR = 147,  /* routing mesh: this node has no address on the backend's network */
 	DROP_MESH_NO_ROUTE = 148, /* routing mesh: a reply out of the tunnel with no route out of the

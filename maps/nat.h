@@ -68,6 +68,7 @@ struct port_target {
 	__be32 addr;  /* container address (a local endpoint), network order */
 	__be16 port;  /* container port, network order */
 	__u16 flags;  /* PORT_F_* */
+	__u32 scope;  /* the container's endpoint_key scope (its network's on an overlay) */
 };
 
 /* port_target.flags */

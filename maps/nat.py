@@ -132,6 +132,7 @@ class PortTarget:
     address: IPAddress
     port: int
     service: bool = False
+    scope: int = 0  # the endpoint's key scope (its overlay network's index; 0: host-unique)
 
 
 class PortMap(TypedMap[PortKey, PortTarget]):
@@ -154,8 +155,9 @@ class PortMap(TypedMap[PortKey, PortTarget]):
         return PortKey(proto, port, IPAddress(addr, 4) if addr else None)
 
     def encode_value(self, value: PortTarget) -> tuple[Any, ...]:
-        return (int(value.address), value.port, PORT_F_SERVICE if value.service else 0)
+        flags = PORT_F_SERVICE if value.service else 0
+        return (int(value.address), value.port, flags, value.scope)
 
     def decode_value(self, fields: tuple[Any, ...]) -> PortTarget:
-        addr, port, flags = fields
-        return PortTarget(IPAddress(addr, 4), port, bool(flags & PORT_F_SERVICE))
+        addr, port, flags, scope = fields
+        return PortTarget(IPAddress(addr, 4), port, bool(flags & PORT_F_SERVICE), scope)

@@ -36,6 +36,7 @@ from pydp.maps import (
     IfaceMap,
     MetricsMap,
 )
+from pydp.maps.endpoint import EndpointKey, Scoped, address_of
 
 __all__ = ["ENDPOINT_OBJECT", "Datapath"]
 
@@ -47,6 +48,7 @@ ENDPOINT_F_LB_BACKEND = CONSTANTS["ENDPOINT_F_LB_BACKEND"]
 ENDPOINT_F_REMOTE = CONSTANTS["ENDPOINT_F_REMOTE"]
 ENDPOINT_F_MESH = CONSTANTS["ENDPOINT_F_MESH"]
 IFACE_F_LB_BACKEND = CONSTANTS["IFACE_F_LB_BACKEND"]
+IFACE_F_SCOPED = CONSTANTS["IFACE_F_SCOPED"]
 
 
 def _ifindex(endpoint_info: bytes) -> int:
@@ -102,11 +104,13 @@ class Datapath:
             self._ours[prog_id] = prog_tag(prog_id) == self._tag
         return self._ours[prog_id]
 
-    def sync_endpoints(self, desired: Mapping[IPAddress, Endpoint]) -> list[IPAddress]:
+    def sync_endpoints(self, desired: Mapping[EndpointKey, Endpoint]) -> list[EndpointKey]:
         """Make the endpoint map hold exactly ``desired``, and pydp_ifaces its interfaces:
         write what differs in one batch, delete what is not desired, and return the
-        addresses removed. pydp_ifaces is written first, so a crash between the two leaves
-        the endpoint map showing the difference the next call repairs."""
+        keys removed. An overlay network's endpoints are keyed ``Scoped`` (their interface
+        marked IFACE_F_SCOPED: what they reach is looked up in their network's scope).
+        pydp_ifaces is written first, so a crash between the two leaves the endpoint map
+        showing the difference the next call repairs."""
         em = self.endpoints
         current = dict(em.raw.lookup_all())  # compared as bytes: no decoding
         want = {em.key_bytes(k): em.value_bytes(v) for k, v in desired.items()}
@@ -116,9 +120,12 @@ class Datapath:
         ifaces = {_ifindex(current[k]): IfaceMap.EMPTY for k in left}
         by_key = dict(zip(want, desired.items(), strict=True))
         for k in changed:
-            ip, ep = by_key[k]
+            key, ep = by_key[k]
             flags = IFACE_F_LB_BACKEND if ep.flags & ENDPOINT_F_LB_BACKEND else 0
-            ifaces[ep.ifindex] = Iface(ip, ep.network, flags)
+            if isinstance(key, Scoped):
+                flags |= IFACE_F_SCOPED
+            if ep.ifindex:  # remote and mesh endpoints have no interface here
+                ifaces[ep.ifindex] = Iface(address_of(key), ep.network, flags)
         self.ifaces.update_batch({i: e for i, e in ifaces.items() if i < IFACES_MAX})
         if changed:
             em.raw.update_batch(b"".join(changed), b"".join(changed.values()), len(changed))

@@ -30,12 +30,14 @@ from pydp.maps.config import (
     CONFIG_MAP,
     NETWORKS_MAP,
     SUBNETS_MAP,
+    VNIS_MAP,
     ConfigMap,
     HostConfig,
     NetworkInfo,
     NetworkMap,
     SubnetInfo,
     SubnetMap,
+    VniMap,
 )
 from pydp.maps.lb import LB_TABLES_MAP, SERVICES_MAP
 from pydp.maps.nat import NAT_MAP, PORTS_MAP, NatMap, PortKey, PortMap, PortTarget
@@ -77,6 +79,7 @@ class NatDatapath:
         self.config = ConfigMap(self._obj.map(CONFIG_MAP))
         self.networks = NetworkMap(self._obj.map(NETWORKS_MAP))
         self.subnets = SubnetMap(self._obj.map(SUBNETS_MAP))
+        self.vnis = VniMap(self._obj.map(VNIS_MAP))
         self.ports = PortMap(self._obj.map(PORTS_MAP))
         self.nat = NatMap(self._obj.map(NAT_MAP))
         self.lb = LbDatapath(self._obj.map(SERVICES_MAP), self._obj.map(LB_TABLES_MAP), self.nat)
@@ -142,6 +145,8 @@ class NatDatapath:
         self.config.update_batch({0: config})
         empty = self.networks.value_bytes(NetworkInfo())
         sync_entries(self.networks, _packed(self.networks, networks), empty=empty)
+        vnis = {info.vni: index for index, info in networks.items() if info.vni}
+        sync_entries(self.vnis, _packed(self.vnis, vnis))
         sync_entries(self.subnets, _packed(self.subnets, subnets), batch=False)
         before = self.ports.snapshot()
         sync_entries(self.ports, _packed(self.ports, ports))

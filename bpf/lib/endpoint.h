@@ -11,11 +11,28 @@
  * the host-side veth's egress (the peer then receives it). */
 const volatile __u32 CFG_REDIRECT_PEER = 1;
 
-static __always_inline struct endpoint_info *ep4_lookup(__be32 addr)
+/* The endpoint at addr in scope (an overlay network's index, 0 for host-unique addresses:
+ * see struct endpoint_key), or NULL. */
+static __always_inline struct endpoint_info *ep4_lookup(__be32 addr, __u32 scope)
 {
-	struct endpoint_key key = { .addr = addr };
+	struct endpoint_key key = { .addr = addr, .scope = scope };
 
 	return bpf_map_lookup_elem(&pydp_endpoints, &key);
+}
+
+/* The scope of the addresses the endpoint behind an interface reaches: its network's
+ * index on an overlay network, else 0. */
+static __always_inline __u32 ep4_scope(const struct iface_info *me)
+{
+	return me && (me->flags & IFACE_F_SCOPED) ? me->network : 0;
+}
+
+/* The scope of a network's endpoints (one array lookup). */
+static __always_inline __u32 ep4_net_scope(__u32 network)
+{
+	const struct network_info *net = bpf_map_lookup_elem(&pydp_networks, &network);
+
+	return net && net->vni ? network : 0;
 }
 
 /* Traffic between two local endpoints: the source must be the endpoint behind the
@@ -42,7 +59,7 @@ static __always_inline int ep4_check_source(const struct __sk_buff *skb, __be32 
 	/* the common case, the interface's own endpoint: me, one array lookup */
 	if (me && me->addr && me->addr == saddr)
 		return me->network != dst->network ? -DROP_NET_ISOLATED : 0;
-	src = ep4_lookup(saddr);
+	src = ep4_lookup(saddr, ep4_scope(me));
 	if (!src)
 		return 0;
 	if (src->ifindex != skb->ifindex)

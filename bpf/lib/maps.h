@@ -37,6 +37,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pydp_learned SEC(".maps");
 
+/* An overlay network's VNI -> its network index: the scope of the endpoints a frame out of
+ * the tunnel is addressed to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, PYDP_VNIS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pydp_vnis SEC(".maps");
+
 /* Written by every program (one count per packet and reason); read by the CLI. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

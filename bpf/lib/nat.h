@@ -161,18 +161,14 @@ static __always_inline int nat4_rewrite_skb(struct __sk_buff *skb, struct pkt *p
 static __always_inline int nat4_src_network(const struct __sk_buff *skb, __be32 saddr,
 					    __u32 *network)
 {
+	const struct iface_info *me = ep4_iface(skb);
 	const struct endpoint_info *src;
-	__u32 ifindex = skb->ifindex;
 
-	if (ifindex < PYDP_IFACES_MAX) {
-		const struct iface_info *me = bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
-
-		if (me && me->addr && me->addr == saddr) {
-			*network = me->network;
-			return 1;
-		}
+	if (me && me->addr && me->addr == saddr) {
+		*network = me->network;
+		return 1;
 	}
-	src = ep4_lookup(saddr);
+	src = ep4_lookup(saddr, ep4_scope(me));
 	if (!src || src->ifindex != skb->ifindex)
 		return 0;
 	*network = src->network;
@@ -262,12 +258,14 @@ __attribute__((noinline)) int nat4_snat_new(struct __sk_buff *skb, const struct 
 		return -DROP_INVALID_IP;
 	if (parse_pkt((void *)(long)skb->data, (void *)(long)skb->data_end, p) || !p->ip4)
 		return -DROP_INVALID_IP;
-	sk.addr = k->daddr;
-	if (bpf_map_lookup_elem(&pydp_subnets, &sk))
-		return NAT_SKIP; /* inside a pydp network: not masqueraded */
 	if (!nat4_src_network(skb, k->saddr, &network))
 		return NAT_SKIP;
 	net = bpf_map_lookup_elem(&pydp_networks, &network);
+	sk.addr = k->daddr;
+	if (bpf_map_lookup_elem(&pydp_subnets, &sk))
+		/* inside a pydp network: not masqueraded. An overlay endpoint reaches its own
+		 * network's endpoints through the program only, never another network's. */
+		return net && net->vni ? -DROP_NET_ISOLATED : NAT_SKIP;
 	if (!net || !(net->flags & NETWORK_F_MASQUERADE))
 		return NAT_SKIP;
 
@@ -324,10 +322,11 @@ static __always_inline const struct port_target *nat4_port_lookup(const struct h
 }
 
 /* Where the published port k is addressed to leads: a container's addr:port, or for a
- * published service port the backend its table picks for k. Returns 0, NAT_SKIP when no
- * port is published there, or -DROP_LB_NO_BACKEND. */
+ * published service port the backend its table picks for k; *scope is its endpoint key's
+ * scope. Returns 0, NAT_SKIP when no port is published there, or -DROP_LB_NO_BACKEND. */
 static __always_inline int nat4_port_resolve(const struct host_config *cfg,
-					     const struct nat_key *k, __be32 *addr, __be16 *port)
+					     const struct nat_key *k, __be32 *addr, __be16 *port,
+					     __u32 *scope)
 {
 	const struct port_target *t = nat4_port_lookup(cfg, k);
 	const struct svc_info *svc;
@@ -339,6 +338,7 @@ static __always_inline int nat4_port_resolve(const struct host_config *cfg,
 	if (!(t->flags & PORT_F_SERVICE)) {
 		*addr = t->addr;
 		*port = t->port;
+		*scope = t->scope;
 		return 0;
 	}
 	svc = lb4_lookup(t->addr, t->port, k->proto);
@@ -349,6 +349,7 @@ static __always_inline int nat4_port_resolve(const struct host_config *cfg,
 		return ret;
 	*addr = be.addr;
 	*port = be.port;
+	*scope = ep4_net_scope(svc->network);
 	return 0;
 }
 
@@ -363,7 +364,7 @@ __attribute__((noinline)) int nat4_hairpin_to(struct __sk_buff *skb, const struc
 __attribute__((noinline)) int nat4_mesh(struct __sk_buff *skb, const struct nat_key *k,
 					__u32 *reason);
 __attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct nat_key *k,
-					   __be32 baddr, __be16 bport, __u32 *reason);
+					   __be32 baddr, __be16 bport, __u32 scope);
 
 /* Deliver (TC) a packet of a service connection as entry e says, into the backend's or
  * the client's netns. The VIP is in the client's own subnet (answered by ARP), so this is
@@ -386,7 +387,7 @@ static __always_inline int lb4_deliver(struct pkt *p, const struct nat_entry *e)
  * from_overlay gives it the VIP back (the reply entry lives here). */
 static __always_inline int lb4_to_remote(struct pkt *p, __be32 backend, struct __sk_buff *skb)
 {
-	const struct endpoint_info *ep = ep4_lookup(backend);
+	const struct endpoint_info *ep = ep4_lookup(backend, ep4_scope(ep4_iface(skb)));
 
 	if (!ep || !(ep->flags & ENDPOINT_F_REMOTE))
 		return -DROP_LB_NOT_LOCAL;
@@ -450,7 +451,7 @@ __attribute__((noinline)) int lb4_new(struct __sk_buff *skb, const struct nat_ke
 		*hp = be; /* the caller hairpins: two global calls deep would overflow the stack */
 		return LB_HAIRPIN;
 	}
-	ep = ep4_lookup(be.addr);
+	ep = ep4_lookup(be.addr, ep4_net_scope(svc->network));
 	if (!ep)
 		return -DROP_LB_NOT_LOCAL;
 
@@ -650,8 +651,8 @@ static __always_inline int nat4_deliver(struct pkt *p, const struct nat_entry *e
 
 /* A new connection to a published port (tuple k, ingress): write both entries and fill
  * *in with the ingress one. Returns 0, NAT_SKIP when no port is published there, NAT_MESH
- * (in->addr, in->port: the backend; nothing written) when a published service port picked
- * a backend on another node, or a negative DROP_*. Shared by from_netdev and xdp_uplink
+ * (in->addr, in->port: the backend, in->ifindex: its scope; nothing written) when a
+ * published service port picked a backend on another node, or a negative DROP_*. Shared by from_netdev and xdp_uplink
  * (no skb). */
 static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_config *cfg,
 					 const struct nat_key *k, __u64 now, struct nat_entry *in)
@@ -660,19 +661,21 @@ static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_
 	const struct network_info *net;
 	struct nat_entry out = {};
 	struct nat_key ok = {};
+	__u32 scope;
 	__be32 addr;
 	__be16 port;
 	int ret;
 
-	ret = nat4_port_resolve(cfg, k, &addr, &port);
+	ret = nat4_port_resolve(cfg, k, &addr, &port, &scope);
 	if (ret)
 		return ret;
-	ep = ep4_lookup(addr);
+	ep = ep4_lookup(addr, scope);
 	if (!ep)
 		return -DROP_NAT_NO_EP;
 	if (ep->flags & ENDPOINT_F_REMOTE) {
 		in->addr = addr; /* a service's backend on another node: the routing mesh */
 		in->port = port;
+		in->ifindex = scope; /* no interface: the backend's scope */
 		return NAT_MESH;
 	}
 	net = bpf_map_lookup_elem(&pydp_networks, &ep->network);
@@ -826,8 +829,10 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 	ret = nat4_dnat_new(p, cfg, &k, now, &in);
 	if (ret == -DROP_LB_NO_BACKEND)
 		return lb4_no_backend(skb, &k, reason); /* a published service port */
-	if (ret == NAT_MESH)
-		return nat4_mesh_to(skb, &k, in.addr, in.port, reason);
+	if (ret == NAT_MESH) {
+		*reason = REASON_MESH;
+		return nat4_mesh_to(skb, &k, in.addr, in.port, in.ifindex);
+	}
 	if (!ret) {
 		*reason = REASON_DNAT;
 		ret = nat4_rewrite_skb(skb, p, 1, in.addr, in.port);
@@ -879,6 +884,52 @@ static __always_inline __be32 nat4_hairpin_src(struct __sk_buff *skb, const stru
 	return nat4_fib_src(skb, k->saddr, backend, k->proto);
 }
 
+/* A new two-stage connection (hairpin, routing mesh) of client C:cp (k) to the
+ * frontend F:fp (k's destination), translated to backend B:bp and given the source S:sp:
+ * the port search for sp (cp when free toward B:bp, else a port of the NAT range, a port a
+ * host socket holds toward B:bp skipped), then the second-stage entries, flagged flag:
+ *   R2  B:bp -> C:cp   src := F:fp
+ *   K2  C:cp -> B:bp   src := S:sp
+ * e is the caller's scratch entry (its state and deadline set, no L2). Returns sp (network
+ * order, >= 0) or a negative DROP_*; the caller writes R1 (B:bp -> S:sp) and K1 (k). */
+static __always_inline int nat4_two_stage_new(struct __sk_buff *skb, const struct nat_key *k,
+					      __be32 baddr, __be16 bport, __be32 src,
+					      __u8 flag, struct nat_entry *e)
+{
+	struct nat_key kk = {};
+	__u32 start;
+	int cand;
+
+	kk.saddr = baddr;
+	kk.daddr = src;
+	kk.sport = bport;
+	kk.dport = k->sport;
+	kk.proto = k->proto;
+	kk.dir = NAT_DIR_EGRESS;
+	start = (k->saddr ^ baddr ^ ((__u32)k->sport << 16 | bport)) * 2654435761u;
+	cand = nat4_port_search(skb, &kk, start, k->saddr, k->sport);
+	if (cand < 0)
+		return cand;
+	/* R2  B:bp -> C:cp   src := F:fp */
+	kk.daddr = k->saddr;
+	kk.dport = k->sport;
+	e->flags = flag;
+	e->addr = k->daddr;
+	e->port = k->dport;
+	if (bpf_map_update_elem(&pydp_nat, &kk, e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	/* K2  C:cp -> B:bp   src := S:sp */
+	kk.saddr = k->saddr;
+	kk.daddr = baddr;
+	kk.sport = k->sport;
+	kk.dport = bport;
+	e->addr = src;
+	e->port = (__be16)cand;
+	if (bpf_map_update_elem(&pydp_nat, &kk, e, BPF_ANY))
+		return -DROP_CT_CREATE;
+	return cand;
+}
+
 /* Hairpin: a container (C:cp) to a published port of its own host (H:hp) that leads to a
  * local backend (B:bp). As Docker's DNAT plus MASQUERADE on the bridge, B sees the source
  * G:gp, G the gateway address of B's network (routable, not link-local), so B's reply comes
@@ -905,7 +956,6 @@ __attribute__((noinline)) int nat4_hairpin_to(struct __sk_buff *skb, const struc
 	const struct network_info *net;
 	struct nat_key kk = {};
 	struct nat_entry e = {};
-	__u32 start;
 	__be32 gw;
 	int cand, ret;
 
@@ -913,56 +963,35 @@ __attribute__((noinline)) int nat4_hairpin_to(struct __sk_buff *skb, const struc
 		return -DROP_INVALID_IP;
 	if (parse_pkt((void *)(long)skb->data, (void *)(long)skb->data_end, p) || !p->l4)
 		return -DROP_INVALID_L4;
-	ep = ep4_lookup(baddr);
+	/* the backend: on the client's network (a service), else on a bridge network */
+	ep = ep4_lookup(baddr, ep4_scope(ep4_iface(skb)));
 	if (!ep)
+		ep = ep4_lookup(baddr, 0);
+	if (!ep || (ep->flags & ENDPOINT_F_REMOTE) || !ep->ifindex)
 		return -DROP_NAT_NO_EP;
 	gw = nat4_hairpin_src(skb, k, baddr);
 	if (!gw)
 		return -DROP_HAIRPIN_NO_SRC;
 	net = bpf_map_lookup_elem(&pydp_networks, &ep->network);
 
-	/* gp: the client's port when free toward B:bp, else one of the NAT range */
+	e.state = ct_initial_state(ct_tcp_flags(p));
+	e.expires = bpf_ktime_get_ns() + ct_timeout_ns(k->proto, e.state);
+	cand = nat4_two_stage_new(skb, k, baddr, bport, gw, NAT_F_HAIRPIN, &e);
+	if (cand < 0)
+		return cand;
+	/* R1  B:bp -> G:gp   dst := C:cp, deliver to C */
 	kk.saddr = baddr;
 	kk.daddr = gw;
 	kk.sport = bport;
-	kk.dport = k->sport;
+	kk.dport = (__be16)cand;
 	kk.proto = k->proto;
 	kk.dir = NAT_DIR_EGRESS;
-	start = (k->saddr ^ baddr ^ ((__u32)k->sport << 16 | bport)) * 2654435761u;
-	cand = nat4_port_search(skb, &kk, start, k->saddr, k->sport);
-	if (cand < 0)
-		return cand;
-
-	e.state = ct_initial_state(ct_tcp_flags(p));
-	e.expires = bpf_ktime_get_ns() + ct_timeout_ns(k->proto, e.state);
-	/* R1  B:bp -> G:gp   dst := C:cp, deliver to C */
-	kk.dport = (__be16)cand;
 	e.flags = NAT_F_HAIRPIN | NAT_F_SNAT;
 	e.addr = k->saddr;
 	e.port = k->sport;
 	e.ifindex = skb->ifindex;
 	__builtin_memcpy(e.dmac, p->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(e.smac, p->eth->h_dest, ETH_ALEN); /* the gateway MAC C used */
-	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
-		return -DROP_CT_CREATE;
-	/* R2  B:bp -> C:cp   src := H:hp */
-	kk.daddr = k->saddr;
-	kk.dport = k->sport;
-	e.flags = NAT_F_HAIRPIN;
-	e.addr = k->daddr;
-	e.port = k->dport;
-	e.ifindex = 0;
-	__builtin_memset(e.dmac, 0, ETH_ALEN);
-	__builtin_memset(e.smac, 0, ETH_ALEN);
-	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
-		return -DROP_CT_CREATE;
-	/* K2  C:cp -> B:bp   src := G:gp */
-	kk.saddr = k->saddr;
-	kk.daddr = baddr;
-	kk.sport = k->sport;
-	kk.dport = bport;
-	e.addr = gw;
-	e.port = (__be16)cand;
 	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
 		return -DROP_CT_CREATE;
 	/* K1  C:cp -> H:hp   dst := B:bp, deliver to B (written last: it is the lookup key) */
@@ -990,14 +1019,14 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 					    const struct host_config *cfg,
 					    const struct nat_key *k, __u64 now, __u32 *reason)
 {
+	__u32 cnet, scope;
 	__be32 addr;
 	__be16 port;
-	__u32 cnet;
 	int ret;
 
 	if (!nat4_src_network(skb, k->saddr, &cnet))
 		return NAT_SKIP;
-	ret = nat4_port_resolve(cfg, k, &addr, &port);
+	ret = nat4_port_resolve(cfg, k, &addr, &port, &scope);
 	if (ret)
 		return ret;
 	ret = nat4_hairpin_to(skb, k, addr, port, reason);
@@ -1086,10 +1115,11 @@ static __always_inline int nat4_hairpin(struct __sk_buff *skb, struct pkt *p,
  *   R1  B:bp -> M:mp   dst := X:xp, out of the uplink   NAT_F_MESH | NAT_F_SNAT, EGRESS
  *   R2  B:bp -> X:xp   src := U:up                      NAT_F_MESH, EGRESS
  * from_netdev finds K1, from_overlay R1; K2 and R2 are looked up after them only. mp is xp
- * when free toward B:bp, else a port of the NAT range. Returns a TC verdict with *reason or
- * a negative DROP_*. */
+ * when free toward B:bp, else a port of the NAT range; K1 keeps B's endpoint scope (in its
+ * ifindex: a mesh entry delivers through the tunnel). Returns a TC verdict (the caller
+ * counts REASON_MESH) or a negative DROP_*. */
 __attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct nat_key *k,
-					   __be32 baddr, __be16 bport, __u32 *reason)
+					   __be32 baddr, __be16 bport, __u32 scope)
 {
 	/* A global function (see nat4_port_search): the packet is parsed again, the four
 	 * entries are written from one scratch entry. */
@@ -1098,15 +1128,15 @@ __attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct n
 	const struct network_info *net;
 	struct nat_key kk = {};
 	struct nat_entry e = {};
-	__u32 start, network;
+	__u32 network;
 	__be32 mesh;
 	int cand, ret;
 
-	if (!skb || !k || !reason)
+	if (!skb || !k)
 		return -DROP_INVALID_IP;
 	if (parse_pkt((void *)(long)skb->data, (void *)(long)skb->data_end, p) || !p->l4)
 		return -DROP_INVALID_L4;
-	ep = ep4_lookup(baddr);
+	ep = ep4_lookup(baddr, scope);
 	if (!ep || !(ep->flags & ENDPOINT_F_REMOTE))
 		return -DROP_LB_NOT_LOCAL;
 	network = ep->network;
@@ -1115,50 +1145,30 @@ __attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct n
 		return -DROP_MESH_NO_ADDR;
 	mesh = net->mesh_addr;
 
+	e.state = ct_initial_state(ct_tcp_flags(p));
+	e.expires = bpf_ktime_get_ns() + ct_timeout_ns(k->proto, e.state);
+	cand = nat4_two_stage_new(skb, k, baddr, bport, mesh, NAT_F_MESH, &e);
+	if (cand < 0)
+		return cand;
+	/* R1  B:bp -> M:mp   dst := X:xp */
 	kk.saddr = baddr;
 	kk.daddr = mesh;
 	kk.sport = bport;
-	kk.dport = k->sport;
+	kk.dport = (__be16)cand;
 	kk.proto = k->proto;
 	kk.dir = NAT_DIR_EGRESS;
-	start = (k->saddr ^ baddr ^ ((__u32)k->sport << 16 | bport)) * 2654435761u;
-	cand = nat4_port_search(skb, &kk, start, k->saddr, k->sport);
-	if (cand < 0)
-		return cand;
-
-	e.state = ct_initial_state(ct_tcp_flags(p));
-	e.expires = bpf_ktime_get_ns() + ct_timeout_ns(k->proto, e.state);
-	/* R1  B:bp -> M:mp   dst := X:xp */
-	kk.dport = (__be16)cand;
 	e.flags = NAT_F_MESH | NAT_F_SNAT;
 	e.addr = k->saddr;
 	e.port = k->sport;
-	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
-		return -DROP_CT_CREATE;
-	/* R2  B:bp -> X:xp   src := U:up */
-	kk.daddr = k->saddr;
-	kk.dport = k->sport;
-	e.flags = NAT_F_MESH;
-	e.addr = k->daddr;
-	e.port = k->dport;
-	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
-		return -DROP_CT_CREATE;
-	/* K2  X:xp -> B:bp   src := M:mp */
-	kk.saddr = k->saddr;
-	kk.daddr = baddr;
-	kk.sport = k->sport;
-	kk.dport = bport;
-	e.addr = mesh;
-	e.port = (__be16)cand;
 	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
 		return -DROP_CT_CREATE;
 	/* K1  X:xp -> U:up   dst := B:bp (written last: it is the lookup key) */
 	e.flags = NAT_F_MESH | NAT_F_DNAT;
 	e.addr = baddr;
 	e.port = bport;
+	e.ifindex = scope;
 	if (bpf_map_update_elem(&pydp_nat, k, &e, BPF_ANY))
 		return -DROP_CT_CREATE;
-	*reason = REASON_MESH;
 	if ((ret = nat4_rewrite_skb(skb, p, 1, baddr, bport)) ||
 	    (ret = nat4_rewrite_skb(skb, p, 0, mesh, (__be16)cand)))
 		return ret;
@@ -1175,6 +1185,7 @@ __attribute__((noinline)) int nat4_mesh(struct __sk_buff *skb, const struct nat_
 	struct pkt pk = {}, *p = &pk;
 	const struct endpoint_info *ep;
 	struct nat_entry *e;
+	__u32 scope;
 	__u64 now;
 	int ret;
 
@@ -1187,10 +1198,11 @@ __attribute__((noinline)) int nat4_mesh(struct __sk_buff *skb, const struct nat_
 	if (!e)
 		return -DROP_NO_CT;
 	*reason = REASON_MESH;
+	scope = e->ifindex;
 	ret = nat4_two_stage(skb, p, k, e, now);
 	if (ret)
 		return ret;
-	ep = ep4_lookup(p->ip4->daddr);
+	ep = ep4_lookup(p->ip4->daddr, scope);
 	if (!ep || !(ep->flags & ENDPOINT_F_REMOTE))
 		return -DROP_LB_NOT_LOCAL;
 	return ov4_to_remote(skb, p, ep);

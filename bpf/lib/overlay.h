@@ -73,6 +73,7 @@ static __always_inline int ov4_to_learned(struct __sk_buff *skb, struct pkt *p)
 	net = bpf_map_lookup_elem(&pydp_networks, &network);
 	if (!net || !net->vni)
 		return NAT_SKIP;
+	k.scope = network;
 	l = bpf_map_lookup_elem(&pydp_learned, &k);
 	if (!l || l->vni != net->vni)
 		return NAT_SKIP;

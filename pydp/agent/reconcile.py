@@ -48,6 +48,7 @@ from pydp.errors import ConflictError, NotFoundError
 from pydp.loader import prune_links
 from pydp.maps import Endpoint as MapEndpoint
 from pydp.maps.config import HostConfig, NetworkInfo, SubnetInfo
+from pydp.maps.endpoint import EndpointKey, Scoped, address_of
 from pydp.maps.lb import LbBackend
 from pydp.maps.nat import PortKey, PortTarget
 from pydp.net import (
@@ -72,6 +73,18 @@ READY = 0x7064  # IFLA_GROUP of an endpoint veth whose sandbox side is configure
 READY_GW = 0x7067  # ... and whose interface carries the sandbox's default route ("pg")
 WIRED = ("bridge", "overlay")  # the drivers whose endpoints get a veth and the datapath
 ROUTER_OUI = 0x0242FF000000  # overlay router MACs: 02:42:ff and the VNI
+
+
+def _scope(net: Network) -> int:
+    """The endpoint key scope of a network's endpoints: an overlay's own (overlay subnets
+    may overlap), else 0 (bridge networks' addresses are unique on a host)."""
+    return net.index if net.driver == "overlay" else 0
+
+
+def map_key(ep: Endpoint, net: Network) -> EndpointKey:
+    assert ep.address is not None
+    scope = _scope(net)
+    return Scoped(ep.address, scope) if scope else ep.address
 
 
 def router_mac(net: Network) -> EUI:
@@ -339,13 +352,13 @@ class Reconciler:
 
     def _endpoints(
         self, host: NetHost, d: Desired, dp: Datapath, links: dict[str, Link]
-    ) -> list[IPAddress]:
+    ) -> list[EndpointKey]:
         """Endpoints whose host-side veth shows them complete (owner, bridge, MTU, peer in a
         namespace, and the READY mark set after their sandbox side was done) are left alone;
         the others are wired, sandbox by sandbox. Other nodes' overlay endpoints are
         written as remote entries (their node's underlay address), while that node is
         alive (registered)."""
-        wanted: dict[IPAddress, MapEndpoint] = {}
+        wanted: dict[EndpointKey, MapEndpoint] = {}
         backends = d.backend_addresses()
         uplink_mtu = 0
         for name, eps in self._by_sandbox(d).items():
@@ -366,19 +379,19 @@ class Reconciler:
                 dp.ensure_attached(link.ifindex)
                 assert ep.address is not None and ep.mac is not None
                 flags = ENDPOINT_F_LB_BACKEND if ep.address in backends else 0
-                wanted[ep.address] = MapEndpoint(link.ifindex, ep.mac, net.index, flags)
+                wanted[map_key(ep, net)] = MapEndpoint(link.ifindex, ep.mac, net.index, flags)
         for ep in d.mesh().values():  # no interface: the tunnel's replies come to it
             net = d.networks[ep.network_id]
             assert ep.address is not None and ep.mac is not None
-            wanted[ep.address] = MapEndpoint(0, ep.mac, net.index, ENDPOINT_F_MESH)
+            wanted[map_key(ep, net)] = MapEndpoint(0, ep.mac, net.index, ENDPOINT_F_MESH)
         for ep in d.remote:
             peer = d.nodes.get(ep.node or "")
             net = d.networks[ep.network_id]
             if peer is None or peer.address is None or ep.address is None or ep.mac is None:
                 continue  # its node is down: no tunnel to it
-            wanted[ep.address] = MapEndpoint(
-                0, ep.mac, net.index, ENDPOINT_F_REMOTE, node=peer.address
-            )
+            # a backend's frames out of the tunnel are looked up for service replies
+            flags = ENDPOINT_F_REMOTE | (ENDPOINT_F_LB_BACKEND if ep.address in backends else 0)
+            wanted[map_key(ep, net)] = MapEndpoint(0, ep.mac, net.index, flags, node=peer.address)
         return dp.sync_endpoints(wanted)
 
     def _nat(
@@ -387,7 +400,7 @@ class Reconciler:
         d: Desired,
         links: dict[str, Link],
         nat: NatDatapath,
-        removed: list[IPAddress],
+        removed: list[EndpointKey],
         vxlan: int = 0,
     ) -> None:
         """The uplink, every bridge network's masquerade setting and subnet, every published
@@ -422,9 +435,9 @@ class Reconciler:
             subnets[net.pool.subnet] = SubnetInfo(net.index, net.pool.gateway)
         ports = {
             PortKey(PROTO_NUMBERS[pm.proto], pm.host_port, pm.host_ip): PortTarget(
-                ep.address, pm.container_port
+                ep.address, pm.container_port, scope=_scope(net)
             )
-            for ep, _, _ in d.wired()
+            for ep, net, _ in d.wired()
             if ep.address is not None
             for pm in ep.ports
         }
@@ -436,7 +449,7 @@ class Reconciler:
         nat.lb.sync(d.service_specs())  # tables before the ports that lead to them
         nat.sync(config, networks, subnets, ports)
         if removed:
-            nat.purge(removed)
+            nat.purge({address_of(k) for k in removed})
         if up is not None:
             # as dockerd does: the host routes for its containers (what pydp does not
             # redirect itself -- TTL <= 1, a destination off the uplink -- the stack forwards)

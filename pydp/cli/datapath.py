@@ -8,6 +8,7 @@ from typing import Any
 from pydp.cli._output import emit
 from pydp.loader import Map
 from pydp.maps import ENDPOINT_MAP, METRICS_MAP, EndpointMap, MetricsMap, reason_name
+from pydp.maps.endpoint import Scoped, address_of
 
 __all__ = ["add_parser"]
 
@@ -27,11 +28,16 @@ def _metrics(a: argparse.Namespace) -> int:
 def _endpoint_ls(a: argparse.Namespace) -> int:
     with Map.open_pinned(ENDPOINT_MAP, a.bpffs) as raw:
         entries = EndpointMap(raw).snapshot()
+    ordered = sorted(
+        entries.items(),
+        key=lambda kv: (kv[0].scope if isinstance(kv[0], Scoped) else 0, address_of(kv[0])),
+    )
     rows = [
-        {"address": str(ip), "ifindex": ep.ifindex, "mac": str(ep.mac), "network": ep.network}
-        for ip, ep in sorted(entries.items())
-    ]
-    emit(a.format, rows, ["address", "ifindex", "mac", "network"])
+        {"address": str(address_of(k)), "ifindex": ep.ifindex, "mac": str(ep.mac),
+         "network": ep.network, "scope": k.scope if isinstance(k, Scoped) else 0}
+        for k, ep in ordered
+    ]  # fmt: skip
+    emit(a.format, rows, ["address", "ifindex", "mac", "network", "scope"])
     return 0
 
 

@@ -47,7 +47,7 @@ def test_cli_endpoint_ls(datapath: Datapath) -> None:
     r = pydp("--bpffs", str(datapath.root), "endpoint", "ls", "--format", "json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [
-        {"address": "10.0.0.2", "ifindex": 7, "mac": "02:00:00:00:00:02", "network": 0}
+        {"address": "10.0.0.2", "ifindex": 7, "mac": "02:00:00:00:00:02", "network": 0, "scope": 0}
     ]
 
 

@@ -10,12 +10,13 @@ from netaddr import EUI, IPAddress
 import pydp.maps
 from pydp.maps import Counter, Endpoint, EndpointMap, Layout, MetricsMap, reason_name
 from pydp.maps._codec import be16, be32, from_be, percpu_stride
+from pydp.maps.endpoint import Scoped
 
 from .fake_map import DictMap
 
 
 def endpoint_map() -> EndpointMap:
-    return EndpointMap(DictMap("pydp_endpoints", 4, 20))
+    return EndpointMap(DictMap("pydp_endpoints", 8, 20))
 
 
 def isort_key(name: str) -> tuple[int, str]:
@@ -44,9 +45,10 @@ def test_layout_endpoint_info_bytes() -> None:
 def test_layout_wire_field_is_network_order() -> None:
     """A __be32 field holds its host integer big-endian, and reads back the same."""
     lay = Layout("struct endpoint_key")
-    assert lay.pack(0x0A000002) == bytes([10, 0, 0, 2])
-    assert lay.unpack(bytes([10, 0, 0, 2])) == (0x0A000002,)
-    assert lay.pack_raw(bytes([10, 0, 0, 2])) == bytes([10, 0, 0, 2])
+    wire = bytes([10, 0, 0, 2]) + (7).to_bytes(4, "little")  # the scope: a host-order __u32
+    assert lay.pack(0x0A000002, 7) == wire
+    assert lay.unpack(wire) == (0x0A000002, 7)
+    assert lay.pack_raw(bytes([10, 0, 0, 2]), 7) == wire
 
 
 def test_codec_byte_order_helpers() -> None:
@@ -93,6 +95,23 @@ def test_endpoint_map_batch() -> None:
     assert em.update_batch([]) == 0
 
 
+def test_endpoint_map_scopes_keep_overlapping_addresses_apart() -> None:
+    """One address in two overlay networks (Scoped) and on a bridge (plain): three entries,
+    each read back under its own key."""
+    em = endpoint_map()
+    ip = IPAddress("10.80.0.2")
+    mac = EUI("02:00:00:00:00:01")
+    want = {
+        ip: Endpoint(1, mac),
+        Scoped(ip, 3): Endpoint(2, mac, 3),
+        Scoped(ip, 4): Endpoint(0, mac, 4),
+    }
+    assert em.update_batch(want) == 3
+    assert em.snapshot() == want
+    assert em[Scoped(ip, 4)].network == 4 and em[ip].ifindex == 1
+    assert Scoped(ip, 5) not in em
+
+
 def test_iteration_tolerates_concurrent_delete() -> None:
     """Deleting entries while iterating neither raises nor yields a deleted key twice."""
     em = endpoint_map()
@@ -109,10 +128,10 @@ def test_iteration_tolerates_concurrent_delete() -> None:
 
 def test_map_shape_mismatch_refused() -> None:
     """A typed view refuses a map whose key or value size is not its struct's."""
-    with pytest.raises(TypeError, match="key is 8 bytes"):
-        EndpointMap(DictMap("pydp_endpoints", 8, 20))
+    with pytest.raises(TypeError, match="key is 4 bytes"):
+        EndpointMap(DictMap("pydp_endpoints", 4, 20))
     with pytest.raises(TypeError, match="value is 16 bytes"):
-        EndpointMap(DictMap("pydp_endpoints", 4, 16))
+        EndpointMap(DictMap("pydp_endpoints", 8, 16))
 
 
 def test_metrics_percpu_summed() -> None:
