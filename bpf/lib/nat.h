@@ -816,6 +816,8 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 	}
 	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS))
 		return TC_ACT_OK;
+	if (ov4_is_tunnel(cfg, &k))
+		return TC_ACT_OK; /* another node's VXLAN frame: the stack gives it to pydp_vxlan */
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
 	if (e && (e->flags & NAT_F_MESH))
@@ -1361,7 +1363,7 @@ static __always_inline int nat4_from_netdev_xdp(struct xdp_md *ctx, struct pkt *
 		return XDP_PASS;
 	if (p->ip4->ttl <= 1)
 		return XDP_PASS; /* from_netdev counts DROP_TTL_EXCEEDED if it is ours to route */
-	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS))
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS) || ov4_is_tunnel(cfg, &k))
 		return XDP_PASS;
 	partial = nat4_csum_partial(p, data_end);
 	if (partial < 0)

@@ -11,10 +11,20 @@
 #include "lib/parse.h"
 
 #define OV_TUNNEL_TTL 64
+#define OV_VXLAN_PORT 4789 /* the VXLAN device's UDP port (pydp_vxlan, as the agent makes it) */
 
 #ifndef NAT_SKIP
 #define NAT_SKIP 1 /* not for this step: the packet goes on */
 #endif
+
+/* Whether a frame entering from the uplink (tuple k, as NAT sees it) is VXLAN to this host:
+ * it goes to the stack and the VXLAN device untouched, without NAT's lookups (no published
+ * port or NAT port can be the device's own). */
+static __always_inline int ov4_is_tunnel(const struct host_config *cfg, const struct nat_key *k)
+{
+	return cfg->vxlan_ifindex && k->proto == IPPROTO_UDP &&
+	       k->dport == bpf_htons(OV_VXLAN_PORT) && k->daddr == cfg->uplink_addr;
+}
 
 /* Tunnel p (a frame from a local endpoint, its L2 already set) to node with vni. */
 static __always_inline int ov4_encap(struct __sk_buff *skb, __be32 node, __u32 vni)

@@ -101,12 +101,14 @@ class PydpHost:
             for prefix in (f"{OWNER_PREFIX}ep/", f"{OWNER_PREFIX}net/", f"{OWNER_PREFIX}vxlan"):
                 for link in host.owned_links(prefix):
                     host.delete_link(link.name)
+        self.reconciler.close()
         remove_root(self.bpffs)
         self.store.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
         log.info("reset pydp host (state %s, pins %s)", self.state_dir, self.bpffs)
 
     def close(self) -> None:
+        self.reconciler.close()
         self.store.close()
 
     def __enter__(self) -> PydpHost:

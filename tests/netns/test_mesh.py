@@ -1,6 +1,7 @@
 """The routing mesh across three hosts: a service's published port answers on every node,
 the node that receives a connection picks a backend on any node, tunnels it there and
-sends the reply back itself; a node's failure leaves its backends out."""
+sends the reply back itself; overlay containers leave from their own node, masqueraded; a
+node's failure leaves its backends out."""
 
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ def test_published_service_port_answers_on_every_node(cluster: Cluster, topology
     """Backends on h2 and h3, none on h1: a client outside reaches the published port at
     each node's address, every connection answered, both backends sharing the load from
     every entry node (h1 tunnels them all; h2 and h3 their share to the other). The
-    node's mesh address is the source the backends see. h3's agent killed: within its
-    lease's TTL + 1 s the service answers from h2 alone, through every node left."""
+    node's mesh address is the source the backends see. Each backend reaches the client
+    host from its own node's address (masquerade, no gateway bridge). h3's agent killed:
+    within its lease's TTL + 1 s the service answers from h2 alone, through every node
+    left."""
     cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.76.0.0/24", "ov")
     for node, name in (("h2", "w2"), ("h3", "w3")):
         cluster(node, "run", "--name", name, "--network", "ov", "-d", "--",
@@ -72,6 +75,13 @@ def test_published_service_port_answers_on_every_node(cluster: Cluster, topology
             assert seen == {meshes["h1"]}, (seen, meshes)
         else:
             assert meshes[node] in seen, (node, seen, meshes)
+
+    # egress: each overlay container leaves from its own node, masqueraded to its address
+    client.popen(["socat", "TCP-LISTEN:9000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR"])
+    assert wait_for(lambda: "9000" in client.run(["ss", "-Hltn"]).stdout, 5)
+    for node, name in (("h2", "w2"), ("h3", "w3")):
+        out = cluster(node, "exec", name, "--", "socat", "-T2", "-", "TCP:10.97.0.50:9000")
+        assert out.stdout.strip() == cluster.address(node), (node, out.stdout)
 
     os.killpg(cluster.agents["h3"].pid, signal.SIGKILL)
     killed = time.monotonic()

@@ -261,6 +261,18 @@ BAD: list[tuple[str, list[str], dict[str, str], str]] = [
         "sandbox w2 exists on node h2",
     ),
     (
+        "run-mesh-name",
+        ["run", "--name", "ingress-sbox", "--network", "n1", "--", "true"],
+        {},
+        "sandbox name ingress-sbox is reserved for the routing mesh",
+    ),
+    (
+        "sandbox-create-mesh-name",
+        ["sandbox", "create", "ingress-sbox"],
+        {},
+        "sandbox name ingress-sbox is reserved for the routing mesh",
+    ),
+    (
         "connect-local-network-other-node",
         ["network", "connect", "n1", "w3"],
         {},

@@ -19,6 +19,7 @@ from pydp.control.controller import Controller
 from pydp.control.driver import VXLANID_LIST, driver_for, overlay_mtu
 from pydp.control.model import (
     ENDPOINTS,
+    MESH_SANDBOX,
     NETWORKS,
     SANDBOXES,
     VNIS,
@@ -475,6 +476,48 @@ def test_overlay_services_are_global(h1: Controller, h2: Controller) -> None:
     h1.remove_sandbox("b")
     with pytest.raises(ConflictError, match=r"^network ov has services \(web\)$"):
         h2.remove_network("ov")
+
+
+def mesh_of(ctl: Controller, net: str) -> dict[str, str]:
+    """The routing mesh's addresses on a network, by node."""
+    eps = ctl.endpoints(ctl.network(net).id)
+    return {str(e.node): str(e.address) for e in eps if e.sandbox == MESH_SANDBOX}
+
+
+def test_mesh_addresses_follow_published_services(h1: Controller, h2: Controller) -> None:
+    """Each node claims one address of its own on an overlay with a published service (from
+    the network's pool, counted by IPAM), none elsewhere; the last published service gone,
+    each gives its own back; a network removed takes a dead node's with it."""
+    h1.create_network("ov", "overlay", subnet="10.21.0.0/24")
+    h1.create_network("ov2", "overlay", subnet="10.22.0.0/24")
+    h1.run_sandbox("a", "ov")
+    assert h1.ensure_mesh() == ([], [])  # no published service yet
+    h1.create_service("plain", "ov", ["80"], backends=["a"])
+    h1.create_service("web", "ov", ["80"], publish=["8080:80"], backends=["a"])
+    added, removed = h1.ensure_mesh()
+    assert [str(e.address) for e in added] == ["10.21.0.5"] and removed == []  # .2-.4 taken
+    h2.ensure_mesh()
+    assert mesh_of(h1, "ov") == {"h1": "10.21.0.5", "h2": "10.21.0.6"}
+    assert mesh_of(h1, "ov2") == {}
+    assert h1.ensure_mesh() == h2.ensure_mesh() == ([], [])  # once only
+    assert str(h2.run_sandbox("b", "ov")[1].address) == "10.21.0.7"  # IPAM skips them
+    h1.remove_service("web")
+    _, gone = h1.ensure_mesh()
+    assert [str(e.address) for e in gone] == ["10.21.0.5"]
+    assert mesh_of(h1, "ov") == {"h2": "10.21.0.6"}  # h2's until its agent lets go
+    h1.remove_service("plain")
+    h1.remove_sandbox("a")
+    h2.remove_sandbox("b")
+    assert [n.name for n in h1.prune()] == ["ov", "ov2"]  # h2's mesh address goes with ov
+    assert h1.endpoints() == []
+
+
+def test_mesh_sandbox_name_is_reserved(h1: Controller) -> None:
+    """A sandbox cannot take the mesh's name; nothing is stored."""
+    before = h1.sandboxes()
+    with pytest.raises(ConfigError, match=r"^sandbox name ingress-sbox is reserved for the"):
+        h1.create_sandbox("ingress-sbox")
+    assert h1.sandboxes() == before
 
 
 # stores written before nodes ------------------------------------------------------------
