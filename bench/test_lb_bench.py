@@ -115,6 +115,7 @@ from bench.test_nat_bench import _cleanup_pydp, _from_tests, _wait_listen
 from pydp.agent.reconcile import Desired
 from pydp.control.model import Network, ServiceBackend, ServicePort
 from pydp.control.model import Service as PydpService
+from pydp.control.nodes import node_name
 from pydp.datapath_lb import LbDatapath, ServiceSpec
 from pydp.loader import Map, object_dir
 from pydp.maps import CONSTANTS, METRICS_MAP, NAT_MAP, MetricsMap, NatMap
@@ -557,7 +558,7 @@ class PydpKind:
         self.backends = tuple(netaddr.IPAddress(sandboxes[n]) for n in PYDP_BACKEND_NAMES)
         store = open_store(node.state_dir)
         try:
-            self._desired = Desired.read(store)
+            self._desired = Desired.read(store, node_name())  # the CLI's node: the host name
         finally:
             store.close()
         self._net: Network = next(n for n in self._desired.networks.values() if n.name == PYDP_NET)
