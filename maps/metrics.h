@@ -33,6 +33,9 @@ enum pydp_reason {
 				   * another node: DNAT to it, SNAT to this node's mesh address, tunnelled */
 	REASON_MESH_REPLY = 22,   /* routing mesh: the backend's reply, out of the tunnel, translated
 				   * back and sent out of the uplink */
+	REASON_TUNNEL_DECAP = 23, /* another node's VXLAN frame decapsulated at the uplink's TC
+				   * ingress and delivered to a local endpoint (the stack's UDP
+				   * receive, the VXLAN device and from_overlay skipped) */
 	DROP_BASE = 128,
 	DROP_INVALID_ETH = 129, /* Ethernet header truncated */
 	DROP_INVALID_IP = 130,  /* IPv4 header truncated, ihl < 5, or version != 4 */

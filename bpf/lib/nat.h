@@ -816,8 +816,12 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 	}
 	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS))
 		return TC_ACT_OK;
-	if (ov4_is_tunnel(cfg, &k))
-		return TC_ACT_OK; /* another node's VXLAN frame: the stack gives it to pydp_vxlan */
+	if (ov4_is_tunnel(cfg, &k)) {
+		/* another node's VXLAN frame: decapsulated here, or the stack gives it to
+		 * pydp_vxlan */
+		ret = ov4_decap(skb, reason);
+		return ret == NAT_SKIP ? TC_ACT_OK : ret;
+	}
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
 	if (e && (e->flags & NAT_F_MESH))
@@ -1222,8 +1226,6 @@ static __always_inline int nat4_deliver_xdp(struct pkt *p, const struct nat_entr
 	ret = bpf_redirect(e->ifindex, 0);
 	return ret == XDP_REDIRECT ? XDP_REDIRECT : -DROP_REDIRECT;
 }
-
-#define IP_MF 0x2000 /* IPv4 frag_off: more fragments */
 
 /* Checksum offload on the XDP path. A frame a local stack sent with checksum offload
  * (CHECKSUM_PARTIAL, e.g. from another namespace through a veth uplink) carries in its

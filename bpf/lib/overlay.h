@@ -6,6 +6,7 @@
 #define PYDP_LIB_OVERLAY_H
 
 #include "lib/common.h"
+#include "lib/endpoint.h"
 #include "lib/lb.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
@@ -24,6 +25,89 @@ static __always_inline int ov4_is_tunnel(const struct host_config *cfg, const st
 {
 	return cfg->vxlan_ifindex && k->proto == IPPROTO_UDP &&
 	       k->dport == bpf_htons(OV_VXLAN_PORT) && k->daddr == cfg->uplink_addr;
+}
+
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7) /* kernel >= 6.3; older UAPI headers lack it */
+#endif
+#define OV_VXLAN_FLAG_VNI 0x08000000 /* the VXLAN header's I flag: the VNI is valid */
+#define OV_INNER_ETH_LEN 14
+
+struct ov_vxlanhdr {
+	__be32 flags;
+	__be32 vni; /* the VNI in the upper 24 bits */
+};
+
+/* The receive fast path, at the uplink's TC ingress: a VXLAN frame from another pydp node
+ * to a local endpoint of one of this host's overlay networks, sent by an endpoint that
+ * node announced, is decapsulated here and delivered straight into the container -- the
+ * stack's UDP receive, the VXLAN device (its GRO cell, a metadata dst per frame) and
+ * from_overlay are skipped. Anything else goes the device's way (NAT_SKIP): ARP, a source
+ * no node announced (a plain vxlan peer: learned there), a service backend's frames (their
+ * replies may need the VIP back) and the mesh's, fragments, GSO frames, IP options.
+ * Returns TC_ACT_REDIRECT with *reason, NAT_SKIP, or a negative DROP_*. A global function:
+ * its frame stays off from_netdev's (the stack holds 512 bytes per call chain), so it
+ * parses the frame again. */
+__attribute__((noinline)) int ov4_decap(struct __sk_buff *skb, __u32 *reason)
+{
+	void *data_end, *data;
+	const struct endpoint_info *src, *dst;
+	const struct network_info *net;
+	__u8 dmac[ETH_ALEN], smac[ETH_ALEN];
+	__u32 vni, network, ifindex, *scope;
+	struct ov_vxlanhdr *vx;
+	struct iphdr *iip;
+	struct ethhdr *ieth, *eth;
+	struct pkt pk = {}, *p = &pk;
+	int outer;
+
+	if (!skb || !reason)
+		return NAT_SKIP;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (parse_pkt(data, data_end, p) || !p->ip4 || !p->l4 || p->l4_proto != IPPROTO_UDP)
+		return NAT_SKIP;
+	vx = (void *)((struct udphdr *)p->l4 + 1);
+	ieth = (void *)(vx + 1);
+	iip = (void *)(ieth + 1);
+	if ((void *)(iip + 1) > data_end || skb->gso_size)
+		return NAT_SKIP;
+	if (p->ip4->ihl != 5 || (p->ip4->frag_off & bpf_htons(IP_MF | IP_OFFSET_MASK)))
+		return NAT_SKIP;
+	if (!(vx->flags & bpf_htonl(OV_VXLAN_FLAG_VNI)) || ieth->h_proto != bpf_htons(ETH_P_IP) ||
+	    iip->version != 4)
+		return NAT_SKIP;
+	vni = bpf_ntohl(vx->vni) >> 8;
+	scope = bpf_map_lookup_elem(&pydp_vnis, &vni);
+	if (!scope)
+		return NAT_SKIP;
+	network = *scope;
+	net = bpf_map_lookup_elem(&pydp_networks, &network);
+	if (!net || net->vni != vni)
+		return NAT_SKIP;
+	src = ep4_lookup(iip->saddr, network);
+	if (!src || (src->flags & (ENDPOINT_F_LB_BACKEND | ENDPOINT_F_MESH)) ||
+	    !(src->flags & ENDPOINT_F_REMOTE) || src->node != p->ip4->saddr)
+		return NAT_SKIP;
+	dst = ep4_lookup(iip->daddr, network);
+	if (!dst || !dst->ifindex || (dst->flags & (ENDPOINT_F_REMOTE | ENDPOINT_F_MESH)))
+		return NAT_SKIP;
+	ifindex = dst->ifindex;
+	__builtin_memcpy(dmac, dst->mac, ETH_ALEN);
+	__builtin_memcpy(smac, net->gw_mac, ETH_ALEN);
+	/* outer IPv4, UDP and VXLAN headers and the inner Ethernet header go; the outer
+	 * Ethernet header is kept, rewritten */
+	outer = sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(*vx) + OV_INNER_ETH_LEN;
+	if (bpf_skb_adjust_room(skb, -outer, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
+		return NAT_SKIP; /* unchanged: the device's way */
+	eth = (void *)(long)skb->data;
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end)
+		return -DROP_INVALID_ETH;
+	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	*reason = REASON_TUNNEL_DECAP;
+	return bpf_redirect_peer(ifindex, 0) == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : -DROP_REDIRECT;
 }
 
 /* Tunnel p (a frame from a local endpoint, its L2 already set) to node with vni. */

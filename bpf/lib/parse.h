@@ -7,6 +7,7 @@
 #include "lib/config.h"
 
 #define IP_OFFSET_MASK 0x1fff /* IPv4 frag_off: the fragment offset bits */
+#define IP_MF 0x2000          /* IPv4 frag_off: more fragments */
 
 /* ICMPv4 header (echo layout). <linux/icmp.h> drags in libc's socket headers,
  * which a BPF target cannot build, so the wire format is spelt out here. */

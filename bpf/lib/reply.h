@@ -39,9 +39,6 @@
 #define TCP_F_RST 0x04
 #define TCP_F_ACK 0x10
 #endif
-#ifndef IP_MF
-#define IP_MF 0x2000 /* IPv4 frag_off: more fragments */
-#endif
 #ifndef IP_DF
 #define IP_DF 0x4000 /* IPv4 frag_off: don't fragment */
 #endif
