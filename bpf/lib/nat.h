@@ -893,11 +893,12 @@ static __always_inline __be32 nat4_hairpin_src(struct __sk_buff *skb, const stru
 /* A new two-stage connection (hairpin, routing mesh) of client C:cp (k) to the
  * frontend F:fp (k's destination), translated to backend B:bp and given the source S:sp:
  * the port search for sp (cp when free toward B:bp, else a port of the NAT range, a port a
- * host socket holds toward B:bp skipped), then the second-stage entries, flagged flag:
+ * host socket holds toward B:bp skipped), then three entries, flagged flag:
+ *   R1  B:bp -> S:sp   dst := C:cp   (| NAT_F_SNAT; e's L2, if any, delivers it to C)
  *   R2  B:bp -> C:cp   src := F:fp
  *   K2  C:cp -> B:bp   src := S:sp
- * e is the caller's scratch entry (its state and deadline set, no L2). Returns sp (network
- * order, >= 0) or a negative DROP_*; the caller writes R1 (B:bp -> S:sp) and K1 (k). */
+ * e is the caller's scratch entry: its state, deadline and R1's L2 set. Returns sp (network
+ * order, >= 0) or a negative DROP_*; the caller writes K1 (k) last: it is the lookup key. */
 static __always_inline int nat4_two_stage_new(struct __sk_buff *skb, const struct nat_key *k,
 					      __be32 baddr, __be16 bport, __be32 src,
 					      __u8 flag, struct nat_entry *e)
@@ -916,12 +917,22 @@ static __always_inline int nat4_two_stage_new(struct __sk_buff *skb, const struc
 	cand = nat4_port_search(skb, &kk, start, k->saddr, k->sport);
 	if (cand < 0)
 		return cand;
+	/* R1  B:bp -> S:sp   dst := C:cp */
+	kk.dport = (__be16)cand;
+	e->flags = flag | NAT_F_SNAT;
+	e->addr = k->saddr;
+	e->port = k->sport;
+	if (bpf_map_update_elem(&pydp_nat, &kk, e, BPF_ANY))
+		return -DROP_CT_CREATE;
 	/* R2  B:bp -> C:cp   src := F:fp */
 	kk.daddr = k->saddr;
 	kk.dport = k->sport;
 	e->flags = flag;
 	e->addr = k->daddr;
 	e->port = k->dport;
+	e->ifindex = 0;
+	__builtin_memset(e->dmac, 0, ETH_ALEN);
+	__builtin_memset(e->smac, 0, ETH_ALEN);
 	if (bpf_map_update_elem(&pydp_nat, &kk, e, BPF_ANY))
 		return -DROP_CT_CREATE;
 	/* K2  C:cp -> B:bp   src := S:sp */
@@ -960,7 +971,6 @@ __attribute__((noinline)) int nat4_hairpin_to(struct __sk_buff *skb, const struc
 	struct pkt pk = {}, *p = &pk;
 	const struct endpoint_info *ep;
 	const struct network_info *net;
-	struct nat_key kk = {};
 	struct nat_entry e = {};
 	__be32 gw;
 	int cand, ret;
@@ -982,24 +992,12 @@ __attribute__((noinline)) int nat4_hairpin_to(struct __sk_buff *skb, const struc
 
 	e.state = ct_initial_state(ct_tcp_flags(p));
 	e.expires = bpf_ktime_get_ns() + ct_timeout_ns(k->proto, e.state);
+	e.ifindex = skb->ifindex; /* R1 (B:bp -> G:gp) is delivered to C */
+	__builtin_memcpy(e.dmac, p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(e.smac, p->eth->h_dest, ETH_ALEN); /* the gateway MAC C used */
 	cand = nat4_two_stage_new(skb, k, baddr, bport, gw, NAT_F_HAIRPIN, &e);
 	if (cand < 0)
 		return cand;
-	/* R1  B:bp -> G:gp   dst := C:cp, deliver to C */
-	kk.saddr = baddr;
-	kk.daddr = gw;
-	kk.sport = bport;
-	kk.dport = (__be16)cand;
-	kk.proto = k->proto;
-	kk.dir = NAT_DIR_EGRESS;
-	e.flags = NAT_F_HAIRPIN | NAT_F_SNAT;
-	e.addr = k->saddr;
-	e.port = k->sport;
-	e.ifindex = skb->ifindex;
-	__builtin_memcpy(e.dmac, p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(e.smac, p->eth->h_dest, ETH_ALEN); /* the gateway MAC C used */
-	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
-		return -DROP_CT_CREATE;
 	/* K1  C:cp -> H:hp   dst := B:bp, deliver to B (written last: it is the lookup key) */
 	e.flags = NAT_F_HAIRPIN | NAT_F_DNAT;
 	e.addr = baddr;
@@ -1132,7 +1130,6 @@ __attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct n
 	struct pkt pk = {}, *p = &pk;
 	const struct endpoint_info *ep;
 	const struct network_info *net;
-	struct nat_key kk = {};
 	struct nat_entry e = {};
 	__u32 network;
 	__be32 mesh;
@@ -1156,18 +1153,6 @@ __attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct n
 	cand = nat4_two_stage_new(skb, k, baddr, bport, mesh, NAT_F_MESH, &e);
 	if (cand < 0)
 		return cand;
-	/* R1  B:bp -> M:mp   dst := X:xp */
-	kk.saddr = baddr;
-	kk.daddr = mesh;
-	kk.sport = bport;
-	kk.dport = (__be16)cand;
-	kk.proto = k->proto;
-	kk.dir = NAT_DIR_EGRESS;
-	e.flags = NAT_F_MESH | NAT_F_SNAT;
-	e.addr = k->saddr;
-	e.port = k->sport;
-	if (bpf_map_update_elem(&pydp_nat, &kk, &e, BPF_ANY))
-		return -DROP_CT_CREATE;
 	/* K1  X:xp -> U:up   dst := B:bp (written last: it is the lookup key) */
 	e.flags = NAT_F_MESH | NAT_F_DNAT;
 	e.addr = baddr;
