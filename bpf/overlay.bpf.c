@@ -97,6 +97,8 @@ static __always_inline int ov4_mesh_reply(struct __sk_buff *skb, struct pkt *p, 
 	if (ret)
 		return ret;
 	*reason = REASON_MESH_REPLY;
+	if (e->ifindex)
+		return nat4_deliver(p, e); /* the client is a container of this node */
 	if (!fib4_via_uplink(skb, p, p->ip4->saddr, cfg->uplink_ifindex, &fib, &lookup))
 		return -DROP_MESH_NO_ROUTE;
 	return fib4_redirect_uplink(p, &fib, lookup, cfg->uplink_ifindex);

@@ -571,6 +571,8 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 		return lb4_tracked(skb, p, &k, e, now, reason);
 	if (e && (e->flags & NAT_F_HAIRPIN))
 		return nat4_hairpin(skb, p, &k, e, now, reason);
+	if (e && (e->flags & (NAT_F_MESH | NAT_F_DNAT)) == (NAT_F_MESH | NAT_F_DNAT))
+		return nat4_mesh(skb, &k, reason); /* to its host's published port, tunnelled */
 	if (!e && k.proto != IPPROTO_ICMP) {
 		const struct svc_info *svc = lb4_lookup(k.daddr, k.dport, k.proto);
 
@@ -1023,6 +1025,7 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 					    const struct host_config *cfg,
 					    const struct nat_key *k, __u64 now, __u32 *reason)
 {
+	const struct endpoint_info *ep;
 	__u32 cnet, scope;
 	__be32 addr;
 	__be16 port;
@@ -1033,7 +1036,13 @@ static __always_inline int nat4_hairpin_new(struct __sk_buff *skb, struct pkt *p
 	ret = nat4_port_resolve(cfg, k, &addr, &port, &scope);
 	if (ret)
 		return ret;
-	ret = nat4_hairpin_to(skb, k, addr, port, reason);
+	ep = ep4_lookup(addr, scope);
+	if (ep && (ep->flags & ENDPOINT_F_REMOTE)) {
+		*reason = REASON_MESH; /* a published service port's backend on another node */
+		ret = nat4_mesh_to(skb, k, addr, port, scope);
+	} else {
+		ret = nat4_hairpin_to(skb, k, addr, port, reason);
+	}
 	/* never NAT_SKIP (its verdicts are TC_ACT_REDIRECT or negative): the caller goes on
 	 * with p only after NAT_SKIP, and a global function may have moved the packet */
 	return ret == NAT_SKIP ? -DROP_REDIRECT : ret;
@@ -1075,7 +1084,10 @@ static __always_inline int nat4_two_stage(struct __sk_buff *skb, struct pkt *p,
 		pk.sport = e->port;
 		pk.dport = e2->port;
 		pk.proto = k->proto;
-		pk.dir = (reply && (e->flags & NAT_F_MESH)) ? NAT_DIR_INGRESS : NAT_DIR_EGRESS;
+		/* a mesh connection's K1 is INGRESS when its client came in from the uplink
+		 * (its R1 then delivers through the uplink: no ifindex) */
+		pk.dir = (reply && (e->flags & NAT_F_MESH) && !e->ifindex) ? NAT_DIR_INGRESS :
+									       NAT_DIR_EGRESS;
 		pe = bpf_map_lookup_elem(&pydp_nat, &pk);
 		if (pe) {
 			pe->state = state;
@@ -1150,6 +1162,13 @@ __attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct n
 
 	e.state = ct_initial_state(ct_tcp_flags(p));
 	e.expires = bpf_ktime_get_ns() + ct_timeout_ns(k->proto, e.state);
+	if (k->dir == NAT_DIR_EGRESS) {
+		/* a container of this node is the client (its host's published port): R1
+		 * delivers the reply to it */
+		e.ifindex = skb->ifindex;
+		__builtin_memcpy(e.dmac, p->eth->h_source, ETH_ALEN);
+		__builtin_memcpy(e.smac, p->eth->h_dest, ETH_ALEN);
+	}
 	cand = nat4_two_stage_new(skb, k, baddr, bport, mesh, NAT_F_MESH, &e);
 	if (cand < 0)
 		return cand;

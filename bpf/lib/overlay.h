@@ -110,14 +110,16 @@ __attribute__((noinline)) int ov4_decap(struct __sk_buff *skb, __u32 *reason)
 	return bpf_redirect_peer(ifindex, 0) == TC_ACT_REDIRECT ? TC_ACT_REDIRECT : -DROP_REDIRECT;
 }
 
-/* Tunnel p (a frame from a local endpoint, its L2 already set) to node with vni. */
-static __always_inline int ov4_encap(struct __sk_buff *skb, __be32 node, __u32 vni)
+/* Tunnel p (a frame from a local endpoint, its L2 already set) to node with vni. A global
+ * function: the 44-byte tunnel key stays off its callers' frames (the routing mesh's
+ * chain from from_container is at the 512-byte stack limit). */
+__attribute__((noinline)) int ov4_encap(struct __sk_buff *skb, __be32 node, __u32 vni)
 {
 	__u32 key0 = PYDP_CONFIG_KEY;
 	const struct host_config *cfg = bpf_map_lookup_elem(&pydp_config, &key0);
 	struct bpf_tunnel_key key = {};
 
-	if (!cfg || !cfg->vxlan_ifindex || !node || !vni)
+	if (!skb || !cfg || !cfg->vxlan_ifindex || !node || !vni)
 		return -DROP_NO_TUNNEL;
 	key.remote_ipv4 = bpf_ntohl(node);
 	key.tunnel_id = vni;

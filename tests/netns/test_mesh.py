@@ -41,7 +41,8 @@ def test_published_service_port_answers_on_every_node(cluster: Cluster, topology
     each node's address, every connection answered, both backends sharing the load from
     every entry node (h1 tunnels them all; h2 and h3 their share to the other). The
     node's mesh address is the source the backends see. Each backend reaches the client
-    host from its own node's address (masquerade, no gateway bridge). h3's agent killed:
+    host from its own node's address (masquerade, no gateway bridge); a container of h1
+    reaches the port at its own host's address through the mesh too. h3's agent killed:
     within its lease's TTL + 1 s the service answers from h2 alone, through every node
     left."""
     cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.76.0.0/24", "ov")
@@ -75,6 +76,16 @@ def test_published_service_port_answers_on_every_node(cluster: Cluster, topology
             assert seen == {meshes["h1"]}, (seen, meshes)
         else:
             assert meshes[node] in seen, (node, seen, meshes)
+
+    # a container of h1 (default bridge network) to its own host's published port: the
+    # backends are on other nodes, reached through the mesh and answered back to it
+    cluster("h1", "run", "--name", "local", "-d", "--", "sleep", "300")
+    loop = (
+        f"for i in $(seq 12); do socat -T2 - TCP:{cluster.address('h1')}:8080,connect-timeout=2"
+        " </dev/null || echo failed; done"
+    )
+    got = Counter(cluster("h1", "exec", "local", "--", "sh", "-c", loop).stdout.split())
+    assert got["w2"] + got["w3"] == 12 and got[meshes["h1"]] == 12, got
 
     # egress: each overlay container leaves from its own node, masqueraded to its address
     client.popen(["socat", "TCP-LISTEN:9000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR"])
