@@ -40,6 +40,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,6 +83,18 @@ def _install_missing(commands: dict[str, str]) -> None:
         env=env,
         timeout=600,
     )
+
+
+def rr_tool_fixture(packages: dict[str, str]) -> Any:
+    """A module-scoped ``rr_tool`` fixture: the request/response tool built for the
+    session once ``packages`` (command -> Debian package) are installed. Depends on: cc."""
+
+    @pytest.fixture(scope="module")
+    def rr_tool() -> Path:
+        _install_missing(packages)
+        return build_rr()
+
+    return rr_tool
 
 
 def build_rr(out_dir: Path = TOOL_DIR) -> Path:
@@ -146,11 +159,7 @@ def _plug(path: Path_, root: Path) -> None:
             path.dp.plug(c.address.ip, c.host_ifindex, c.mac)
 
 
-@pytest.fixture(scope="module")
-def rr_tool() -> Path:
-    """The request/response tool, built for this session. Scope: module. Depends on: cc."""
-    _install_missing(APT_PACKAGES)
-    return build_rr()
+rr_tool = rr_tool_fixture(APT_PACKAGES)  # the rr tool, built for this module
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ import netaddr
 import pytest
 
 from bench._results import Results, median
-from bench.test_bridge_bench import _install_missing, build_rr
+from bench.test_bridge_bench import rr_tool_fixture
 from bench.test_nat_bench import _cleanup_pydp, _from_tests, _wait_listen
 from pydp.agent.reconcile import Desired
 from pydp.control.model import Network, ServiceBackend, ServicePort
@@ -729,11 +729,7 @@ KIND_BUILDERS: dict[str, KindBuilder] = {
 # ---- the measurement ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rr_tool() -> Path:
-    """The request/response tool, built for this session. Scope: module. Depends on: cc."""
-    _install_missing(LB_APT_PACKAGES)
-    return build_rr()
+rr_tool = rr_tool_fixture(LB_APT_PACKAGES)  # the rr tool, built for this module
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ from bench.test_bridge_bench import (
     IPERF_MSS,
     MAX_SEGMENT_BYTES,
     _install_missing,
-    build_rr,
+    rr_tool_fixture,
 )
 from pydp.agent.host import netns_prefix
 from pydp.errors import DatapathError
@@ -381,11 +381,7 @@ def _cleanup_pydp(node: PydpNode) -> None:
         node.host.run(["ip", "netns", "delete", name], check=False)
 
 
-@pytest.fixture(scope="module")
-def rr_tool() -> Path:
-    """The request/response tool, built for this session. Scope: module. Depends on: cc."""
-    _install_missing(NAT_APT_PACKAGES)
-    return build_rr()
+rr_tool = rr_tool_fixture(NAT_APT_PACKAGES)  # the rr tool, built for this module
 
 
 @pytest.fixture(scope="module")

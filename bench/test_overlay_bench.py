@@ -98,8 +98,7 @@ from bench.test_bridge_bench import (
     BR_NF_SYSCTL,
     IPERF_MSS,
     MAX_SEGMENT_BYTES,
-    _install_missing,
-    build_rr,
+    rr_tool_fixture,
 )
 from bench.test_nat_bench import (
     _counted_runs,
@@ -375,11 +374,7 @@ def _sweep_sandboxes(cluster: Cluster) -> None:
             subprocess.run(["ip", "netns", "delete", name], check=False)
 
 
-@pytest.fixture(scope="module")
-def rr_tool() -> Path:
-    """The request/response tool, built for this session. Scope: module. Depends on: cc."""
-    _install_missing(OVERLAY_APT_PACKAGES)
-    return build_rr()
+rr_tool = rr_tool_fixture(OVERLAY_APT_PACKAGES)  # the rr tool, built for this module
 
 
 @pytest.fixture(scope="module")
