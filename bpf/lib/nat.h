@@ -826,6 +826,8 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 	}
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
+	if (e && (e->flags & NAT_F_MESH) && ct_tcp_reopens(&k, e, p))
+		e = NULL; /* a new connection on a closed one's tuple: pick a backend again */
 	if (e && (e->flags & NAT_F_MESH))
 		return nat4_mesh(skb, &k, reason);
 	if (e) {
