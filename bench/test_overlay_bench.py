@@ -110,7 +110,7 @@ from bench.test_nat_bench import (
 )
 from pydp.agent.host import netns_prefix
 from pydp.control.model import ENDPOINTS
-from pydp.loader import BpfObject, Map, Program, tc_attached, tcx_prog_ids, test_run
+from pydp.loader import BpfObject, Program, tc_attached, tcx_prog_ids, test_run
 from pydp.maps import (
     CONFIG_MAP,
     CONSTANTS,
@@ -238,9 +238,7 @@ class World:
 
 
 def _pydp_counters(cluster: Cluster, node: str) -> dict[str, int]:
-    with Map.open_pinned(METRICS_MAP, cluster.nodes[node].bpffs) as raw:
-        snap = MetricsMap(raw).nonzero()
-    return {name: c.packets for name, c in snap.items()}
+    return {name: c.packets for name, c in cluster.nodes[node].counters().items()}
 
 
 def _sandbox(cluster: Cluster, topo: Topology, node: str, name: str) -> Namespace:

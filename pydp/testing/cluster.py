@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydp.loader import Map
+from pydp.maps import METRICS_MAP, Counter, MetricsMap
 from pydp.testing._proc import Background
 from pydp.testing.etcd import etcd_server
 from pydp.testing.nodes import Host
@@ -61,6 +63,12 @@ class PydpNode:
 
     def json(self, *args: str) -> Any:
         return json.loads(self(*args).stdout)
+
+    def counters(self) -> dict[str, Counter]:
+        """The host's datapath counters with a packet counted, by reason name (its pinned
+        metrics map: every program of the host counts there)."""
+        with Map.open_pinned(METRICS_MAP, self.bpffs) as raw:
+            return MetricsMap(raw).nonzero()
 
 
 def start_agent(node: PydpNode) -> Background:

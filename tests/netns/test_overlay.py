@@ -3,6 +3,7 @@ one overlay network reaching each other through VXLAN, a node's failure seen by 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -41,6 +42,37 @@ def test_containers_on_two_hosts_talk_over_the_overlay(cluster: Cluster) -> None
     assert wait_for(reach, 20)
     r = cluster("h1", "exec", "c1", "--", "socat", "-T2", "-", f"TCP:{addr}:7000")
     assert r.stdout.strip() == "from-h2"  # type: ignore[attr-defined]
+
+
+def test_a_bulk_stream_is_decapsulated_whole_and_arrives_intact(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A 16 MiB TCP stream from h1 to h2, offloads on as veths have them: h2's uplink
+    decapsulates the super-frames itself (REASON_TUNNEL_DECAP counts every byte, in frames
+    larger than the MTU) and the bytes arrive unchanged."""
+    payload, digest = tmp_path / "payload", tmp_path / "received.sha256"
+    payload.write_bytes(os.urandom(16 << 20))
+    cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.76.0.0/24", "ov")
+    sink = f"socat -u TCP-LISTEN:7001 - | sha256sum > {digest}.part && mv {digest}.part {digest}"
+    cluster("h2", "run", "--name", "sink", "--network", "ov", "-d", "--", "sh", "-c", sink)
+    cluster("h1", "run", "--name", "src", "--network", "ov", "-d", "--", "sleep", "300")
+    addr = cluster.ip_of("sink")
+    assert wait_for(
+        lambda: (
+            cluster("h1", "exec", "src", "--", "ping", "-c1", "-W1", addr, check=False).returncode
+            == 0
+        ),  # type: ignore[attr-defined]
+        20,
+    )
+    before = cluster.nodes["h2"].counters().get("REASON_TUNNEL_DECAP")
+    cluster("h1", "exec", "src", "--", "socat", "-u", f"OPEN:{payload}", f"TCP:{addr}:7001")
+    assert wait_for(digest.exists, 20), "the sink never finished"
+    after = cluster.nodes["h2"].counters()["REASON_TUNNEL_DECAP"]
+    packets = after.packets - (before.packets if before else 0)
+    nbytes = after.bytes - (before.bytes if before else 0)
+    assert digest.read_text().split()[0] == hashlib.sha256(payload.read_bytes()).hexdigest()
+    assert nbytes >= payload.stat().st_size, (packets, nbytes)
+    assert nbytes / packets > 1500, f"{packets} frames of {nbytes} bytes: no super-frame"
 
 
 def test_node_failure_removes_its_endpoints_and_isolation_holds(cluster: Cluster) -> None:
