@@ -64,7 +64,10 @@ Measured for N in SERVICE_COUNTS, the kinds side by side in one run:
   client and server pinned to CPU 0 (``taskset -c 0``) in every case: the
   connection rate (TCP_CRR: connect, 1-byte request and response, close with
   a reset) and the request/response rate (TCP_RR, one connection) to the
-  first service (0) and to the last (N - 1). Each round runs crr then rr on
+  first service (0), to the last (N - 1) and ``direct`` to backend 0's own
+  address (no VIP: a pod-to-pod connection, which iptables still walks all of
+  KUBE-SERVICES for, and the ceiling of any balancer: pydp's direct rate over
+  iptables' last service bounds what pydp's LB path could reach). Each round runs crr then rr on
   every (kind, service) case, the case order reversed every other round
   (A B C D, D C B A, ...); a short warm-up round is dropped; medians of
   RR_ROUNDS. Only a connection's first packet walks the rules (conntrack
@@ -135,6 +138,7 @@ ADD_ROUNDS = 5  # one more service, this many times at each N (each adds one mor
 CPU = "0"  # every rr client and server runs here
 MODES = {"crr": ("crr", "connections/s", "cps"), "rr": ("client", "transactions/s", "tps")}
 TARGETS = ("first", "last")
+DIRECT = "direct"  # a connection to backend 0 itself, no VIP: no balancer can beat it
 
 SERVICE_NET = netaddr.IPNetwork("10.96.0.0/12")
 VIP_OFFSET = 16  # vip(0) is 10.96.0.16
@@ -780,7 +784,8 @@ def _measure_rates(
     for kind, target in cases:  # warm-up, dropped; then the translation is checked
         for mode in MODES:
             _rate(kinds[kind], rr_tool, mode, targets[(kind, target)], WARMUP_SECONDS)
-        kinds[kind].check(targets[(kind, target)])
+        if target != DIRECT:
+            kinds[kind].check(targets[(kind, target)])
     samples: dict[str, dict[Case, list[float]]] = {m: {c: [] for c in cases} for m in MODES}
     for rnd in range(RR_ROUNDS):
         order = cases if rnd % 2 == 0 else cases[::-1]
@@ -810,12 +815,13 @@ def _record_rates(
 
         for k in names:
             results.add(metric(k, "first"), m[(k, "first")], unit)
-            results.add(
-                metric(k, "last"), m[(k, "last")], unit, metric(k, "first"), m[(k, "first")]
-            )
+            for t in ("last", DIRECT):
+                results.add(metric(k, t), m[(k, t)], unit, metric(k, "first"), m[(k, "first")])
         for k, b in _comparisons(names):
-            for t in TARGETS:
+            for t in (*TARGETS, DIRECT):
                 results.add(metric(k, t), m[(k, t)], unit, metric(b, t), m[(b, t)])
+            # the ceiling of k against b's last service: k's connection that needs no balancing
+            results.add(metric(k, DIRECT), m[(k, DIRECT)], unit, metric(b, "last"), m[(b, "last")])
         print(f"\n{mode} n={n}: samples by round {samples[mode]}")  # shown with pytest -s
 
 
@@ -873,6 +879,8 @@ def test_services(results: Results, kinds: dict[str, LbKind], rr_tool: Path, n: 
         for k, kind in kinds.items()
         for t in TARGETS
     }
+    for k, kind in kinds.items():  # no VIP: pod to pod, each kind's rules or maps missed
+        targets[(k, DIRECT)] = Service(-1, kind.backends[0], (), port=TARGET_PORT)
     samples = _measure_rates(kinds, rr_tool, targets)
     _record_rates(results, n, list(kinds), samples)
 
