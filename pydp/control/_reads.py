@@ -39,7 +39,9 @@ __all__ = [
     "find_network",
     "find_sandbox",
     "find_service",
+    "network_addresses",
     "networks",
+    "overlapping_addresses",
     "published",
     "resolve",
     "services",
@@ -117,11 +119,41 @@ def find_service(t: Txn, ref: str, node: str) -> Service:
     return find("service", visible_services(t, node), ref)
 
 
-def used_addresses(t: Txn, net: Network) -> set[IPAddress]:
-    """The network's addresses in use, on every node: its endpoints' and its services'
-    VIPs."""
+def overlapping(t: Txn, net: Network) -> list[Network]:
+    """The other networks whose subnets overlap net's on a node that has both (overlay
+    networks may share a subnet; two nodes' bridge networks never meet)."""
+    if net.pool is None:
+        return []
+    mine = net.pool.subnet
+    return [
+        n
+        for n in networks(t)
+        if n.id != net.id
+        and n.pool is not None
+        and n.pool.subnet.first <= mine.last
+        and mine.first <= n.pool.subnet.last
+        and (net.node is None or n.visible_on(net.node))
+    ]
+
+
+def network_addresses(t: Txn, net: Network) -> set[IPAddress]:
+    """The network's own addresses in use, on every node: its endpoints' and its VIPs."""
     used = {e.address for e in endpoints(t, net.id) if e.address is not None}
     return used | {s.vip for s in services(t, net.id) if s.vip is not None}
+
+
+def used_addresses(t: Txn, net: Network) -> set[IPAddress]:
+    """The addresses an endpoint of net may not take: net's own, and the VIPs of the
+    networks that overlap it -- the datapath keys a service by its VIP alone."""
+    nets = {n.id for n in overlapping(t, net)}
+    vips = {s.vip for s in services(t) if s.network_id in nets and s.vip is not None}
+    return network_addresses(t, net) | vips
+
+
+def overlapping_addresses(t: Txn, net: Network) -> dict[IPAddress, str]:
+    """The endpoint addresses and VIPs of the networks that overlap net, with their
+    network's name: addresses a VIP of net may not take."""
+    return {a: f"network {n.name}" for n in overlapping(t, net) for a in network_addresses(t, n)}
 
 
 def published(t: Txn, node: str | None) -> list[PortMapping]:

@@ -25,7 +25,9 @@ from pydp.control._reads import (
     find_network,
     find_sandbox,
     find_service,
+    network_addresses,
     networks,
+    overlapping_addresses,
     published,
     resolve,
     services,
@@ -611,7 +613,13 @@ class Controller:
             every = net.scope == GLOBAL
             addr = None
             if spec.mode == "vip":
-                addr = choose_vip(net, spec.vip, used_addresses(t, net))
+                own, taken = network_addresses(t, net), overlapping_addresses(t, net)
+                if spec.vip is not None and spec.vip not in own and spec.vip in taken:
+                    raise ConflictError(
+                        f"--vip: {spec.vip} is in use in {taken[spec.vip]}, whose subnet"
+                        f" overlaps {net.name}'s: a VIP must be free in both"
+                    )
+                addr = choose_vip(net, spec.vip, own | set(taken))
             new_vip = {} if addr is None else {addr: name}
             found = resolve(t, "--backend", refs, net, self.node, new_vip)
             check_conflicts(

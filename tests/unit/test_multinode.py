@@ -478,6 +478,51 @@ def test_overlay_services_are_global(h1: Controller, h2: Controller) -> None:
         h2.remove_network("ov")
 
 
+def test_vips_are_unique_across_overlapping_overlays(h1: Controller, h2: Controller) -> None:
+    """Two overlays with one subnet: an endpoint address may repeat (the VNI scopes it), a
+    VIP may not -- the datapath keys a service by its VIP alone. A VIP skips the other
+    network's endpoints and VIPs, an endpoint skips its VIPs; --vip on one is refused with
+    the network named, storing nothing; a bridge subnet elsewhere does not count."""
+    h1.create_network("red", "overlay", subnet="10.21.0.0/24")
+    h1.create_network("blue", "overlay", subnet="10.21.0.0/24")
+    _, r = h1.run_sandbox("r", "red")
+    _, b = h2.run_sandbox("b", "blue")
+    assert r.address == b.address == IPAddress("10.21.0.2")
+    red_web = h1.create_service("red-web", "red", ["80"])
+    assert red_web.vip == IPAddress("10.21.0.3")
+    blue_web = h2.create_service("blue-web", "blue", ["80"])
+    assert blue_web.vip == IPAddress("10.21.0.4")  # .3 is red's VIP
+    _, b2 = h2.run_sandbox("b2", "blue")
+    assert b2.address == IPAddress("10.21.0.5")  # .3 and .4 are VIPs
+    _, r2 = h1.run_sandbox("r2", "red")
+    assert r2.address == IPAddress("10.21.0.5")  # red's own: the VNI keeps it apart
+    rev = h1.store.revision()
+    with pytest.raises(ConflictError) as e:
+        h1.create_service("x", "red", ["80"], vip="10.21.0.2")
+    assert str(e.value) == "--vip: 10.21.0.2 is already in use in network red"
+    with pytest.raises(ConflictError) as e:
+        h1.create_service("x", "blue", ["80"], vip="10.21.0.5")
+    assert str(e.value) == "--vip: 10.21.0.5 is already in use in network blue"
+    with pytest.raises(ConflictError) as e:
+        h1.create_service("x", "red", ["80"], vip="10.21.0.4")  # blue's VIP
+    assert str(e.value) == (
+        "--vip: 10.21.0.4 is in use in network blue, whose subnet overlaps red's:"
+        " a VIP must be free in both"
+    )
+    h1.remove_sandbox("r2")
+    with pytest.raises(ConflictError) as e:
+        h1.create_service("x", "red", ["80"], vip="10.21.0.5")  # b2's, in blue
+    assert str(e.value) == (
+        "--vip: 10.21.0.5 is in use in network blue, whose subnet overlaps red's:"
+        " a VIP must be free in both"
+    )
+    assert h1.store.revision() == rev + 1  # r2's removal only
+    h2.create_network("l2", subnet="10.22.0.0/24")
+    h1.create_network("l1", subnet="10.22.0.0/24")  # another node's bridge subnet
+    h2.create_service("l2-web", "l2", ["80"])
+    assert h1.create_service("l1-web", "l1", ["80"]).vip == IPAddress("10.22.0.2")
+
+
 def mesh_of(ctl: Controller, net: str) -> dict[str, str]:
     """The routing mesh's addresses on a network, by node."""
     eps = ctl.endpoints(ctl.network(net).id)
