@@ -46,7 +46,7 @@ int from_container(struct __sk_buff *skb)
 				return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 			return metrics_tc_exit(skb, ret, REASON_TUNNEL_TX);
 		}
-		ret = nat4_from_container(skb, &p, &reason);
+		ret = nat4_from_container(skb, &p, me, &reason);
 		if (ret < 0)
 			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 		return metrics_tc_exit(skb, ret, reason);

@@ -57,13 +57,13 @@ static __always_inline void ov4_learn(const struct pkt *p, const struct bpf_tunn
  * node wrote when it picked that backend (NAT_F_SVC | NAT_F_SNAT, key: backend -> client)
  * gives the VIP back as the source (p parsed again). Returns 0 (translated or no service
  * reply) or a negative DROP_*. */
-static __always_inline int ov4_service_reply(struct __sk_buff *skb, struct pkt *p)
+static __always_inline int ov4_service_reply(struct __sk_buff *skb, struct pkt *p, __u32 network)
 {
 	struct nat_entry *e;
 	struct nat_key k;
 	__u64 now;
 
-	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS, network))
 		return 0;
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
@@ -77,7 +77,8 @@ static __always_inline int ov4_service_reply(struct __sk_buff *skb, struct pkt *
  * node's mesh address (its R1 entry, NAT_F_MESH | NAT_F_SNAT, key: backend -> mesh
  * address): both sides translated back (the client's address, the published port as the
  * source), sent out of the uplink. Returns a TC verdict with *reason or a negative DROP_*. */
-static __always_inline int ov4_mesh_reply(struct __sk_buff *skb, struct pkt *p, __u32 *reason)
+static __always_inline int ov4_mesh_reply(struct __sk_buff *skb, struct pkt *p, __u32 network,
+					  __u32 *reason)
 {
 	const struct host_config *cfg = nat4_config();
 	struct bpf_fib_lookup fib = {};
@@ -87,7 +88,7 @@ static __always_inline int ov4_mesh_reply(struct __sk_buff *skb, struct pkt *p, 
 	__u64 now;
 	int ret;
 
-	if (!cfg || !cfg->uplink_ifindex || !nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
+	if (!cfg || !cfg->uplink_ifindex || !nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS, network))
 		return -DROP_NO_CT;
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
@@ -145,14 +146,14 @@ int from_overlay(struct __sk_buff *skb)
 	if (!ep || (ep->flags & ENDPOINT_F_REMOTE) || !(ep->ifindex || (ep->flags & ENDPOINT_F_MESH)))
 		return metrics_tc_exit(skb, TC_ACT_SHOT, DROP_TUNNEL_NO_EP);
 	if (ep->flags & ENDPOINT_F_MESH) {
-		ret = ov4_mesh_reply(skb, &p, &reason);
+		ret = ov4_mesh_reply(skb, &p, network, &reason);
 		if (ret < 0)
 			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 		return metrics_tc_exit(skb, ret, reason);
 	}
 	if (src && (src->flags & ENDPOINT_F_LB_BACKEND)) {
 		/* a service's backend: maybe a reply to a client here, through the VIP */
-		ret = ov4_service_reply(skb, &p); /* the source rewritten: ep stays */
+		ret = ov4_service_reply(skb, &p, network); /* the source rewritten: ep stays */
 		if (ret < 0)
 			return metrics_tc_exit(skb, TC_ACT_SHOT, -ret);
 	}

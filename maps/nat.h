@@ -18,7 +18,9 @@ struct nat_key {
 	__be16 dport; /* destination port (ICMP echo reply: identifier), network order */
 	__u8 proto;   /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_ICMP */
 	__u8 dir;     /* NAT_DIR_* */
-	__u16 pad;
+	__u16 scope;  /* NAT_DIR_EGRESS: the endpoint key scope of the container that sends the
+		       * packet (its overlay network's index; 0 on a bridge network), so two
+		       * overlay networks sharing a subnet never share an entry; INGRESS: 0 */
 };
 
 /* nat_entry.state: conntrack state of the connection, kept in both of its entries. */

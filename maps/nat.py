@@ -52,6 +52,7 @@ class NatKey:
     dport: int
     proto: int  # IPPROTO_*
     ingress: bool = False  # NAT_DIR_INGRESS
+    scope: int = 0  # egress: the sending container's endpoint key scope (0: a bridge network)
 
     def __post_init__(self) -> None:
         if self.saddr.version != 4 or self.daddr.version != 4:
@@ -83,11 +84,12 @@ class NatMap(TypedMap[NatKey, NatEntry]):
     value_type = "struct nat_entry"
 
     def encode_key(self, key: NatKey) -> tuple[Any, ...]:
-        return (int(key.saddr), int(key.daddr), key.sport, key.dport, key.proto, int(key.ingress))
+        k = key
+        return (int(k.saddr), int(k.daddr), k.sport, k.dport, k.proto, int(k.ingress), k.scope)
 
     def decode_key(self, fields: tuple[Any, ...]) -> NatKey:
-        s, d, sp, dp, proto, direction = fields
-        return NatKey(IPAddress(s, 4), IPAddress(d, 4), sp, dp, proto, bool(direction))
+        s, d, sp, dp, proto, direction, scope = fields
+        return NatKey(IPAddress(s, 4), IPAddress(d, 4), sp, dp, proto, bool(direction), scope)
 
     def encode_value(self, value: NatEntry) -> tuple[Any, ...]:
         return (

@@ -4,6 +4,7 @@
 #define PYDP_LIB_CT_H
 
 #include "lib/config.h"
+#include "lib/endpoint.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 
@@ -98,15 +99,25 @@ static __always_inline struct nat_entry *ct_lookup(const struct nat_key *k, __u6
 	return e;
 }
 
+/* The scope of the other side's EGRESS keys of e's connection (k is e's key): e's ifindex
+ * names the interface the other side sends from (a service's client entry: the backend's;
+ * its reply entry, an ingress entry: the container's); none, the side is on another node,
+ * on k's network. */
+static __always_inline __u16 ct_pair_scope(const struct nat_key *k, const struct nat_entry *e)
+{
+	return e->ifindex ? (__u16)ep4_scope(ep4_iface_of(e->ifindex)) : k->scope;
+}
+
 /* The key of the other direction's entry of e's connection (k is e's key). */
 static __always_inline void ct_pair_key(const struct nat_key *k, const struct nat_entry *e,
 					struct nat_key *pk)
 {
 	pk->proto = k->proto;
-	pk->pad = 0;
+	pk->scope = 0;
 	if (e->flags & NAT_F_SVC) {
 		/* both entries EGRESS: client C:cp -> VIP:vp holds B:bp, B:bp -> C:cp holds VIP:vp */
 		pk->dir = NAT_DIR_EGRESS;
+		pk->scope = ct_pair_scope(k, e);
 		if (e->flags & NAT_F_DNAT) {
 			pk->saddr = e->addr;
 			pk->daddr = k->saddr;
@@ -128,6 +139,7 @@ static __always_inline void ct_pair_key(const struct nat_key *k, const struct na
 		pk->dport = e->port;
 	} else {
 		pk->dir = NAT_DIR_EGRESS;
+		pk->scope = ct_pair_scope(k, e);
 		pk->saddr = e->addr;
 		pk->daddr = k->saddr;
 		pk->sport = e->port;

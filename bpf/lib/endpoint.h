@@ -35,20 +35,33 @@ static __always_inline __u32 ep4_net_scope(__u32 network)
 	return net && net->vni ? network : 0;
 }
 
-/* Traffic between two local endpoints: the source must be the endpoint behind the
- * interface it came in on, and both must be on one network (Docker's isolation
- * between networks). An unknown source (not a local endpoint) is left to the stack's
- * rules. Returns 0 or a negative DROP_*. */
-/* The endpoint behind skb's interface (pydp_ifaces), or NULL: looked up once per packet
- * by from_container and handed to the steps that need it. */
-static __always_inline const struct iface_info *ep4_iface(const struct __sk_buff *skb)
+/* The endpoint behind host interface ifindex (pydp_ifaces), or NULL. */
+static __always_inline const struct iface_info *ep4_iface_of(__u32 ifindex)
 {
-	__u32 ifindex = skb->ifindex;
-
 	if (ifindex >= PYDP_IFACES_MAX)
 		return NULL;
 	return bpf_map_lookup_elem(&pydp_ifaces, &ifindex);
 }
+
+/* The endpoint behind skb's interface, or NULL: looked up once per packet by
+ * from_container and handed to the steps that need it. */
+static __always_inline const struct iface_info *ep4_iface(const struct __sk_buff *skb)
+{
+	return ep4_iface_of(skb->ifindex);
+}
+
+/* The scope of the conntrack keys of ep's packets (nat_key.scope): what from_container
+ * keys them with (its interface's scope) for a local endpoint, what from_overlay keys them
+ * with (its network's) for one on another node. */
+static __always_inline __u32 ep4_ct_scope(const struct endpoint_info *ep)
+{
+	return ep->ifindex ? ep4_scope(ep4_iface_of(ep->ifindex)) : ep4_net_scope(ep->network);
+}
+
+/* Traffic between two local endpoints: the source must be the endpoint behind the
+ * interface it came in on, and both must be on one network (Docker's isolation
+ * between networks). An unknown source (not a local endpoint) is left to the stack's
+ * rules. Returns 0 or a negative DROP_*. */
 
 static __always_inline int ep4_check_source(const struct __sk_buff *skb, __be32 saddr,
 					    const struct endpoint_info *dst,

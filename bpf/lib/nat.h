@@ -34,7 +34,8 @@ static __always_inline const struct host_config *nat4_config(void)
 
 /* Fill k with p's tuple as seen in dir; false when p has none NAT handles (other
  * protocols, non-first fragments, ICMP other than echo). */
-static __always_inline int nat4_key_from_pkt(const struct pkt *p, struct nat_key *k, __u8 dir)
+static __always_inline int nat4_key_from_pkt(const struct pkt *p, struct nat_key *k, __u8 dir,
+					     __u32 scope)
 {
 	const struct icmp4hdr *ic;
 	const struct udphdr *uh;
@@ -45,7 +46,7 @@ static __always_inline int nat4_key_from_pkt(const struct pkt *p, struct nat_key
 	k->daddr = p->ip4->daddr;
 	k->proto = p->l4_proto;
 	k->dir = dir;
-	k->pad = 0;
+	k->scope = (__u16)scope;
 	switch (p->l4_proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP: /* ports at the same offsets in both */
@@ -198,19 +199,21 @@ static __always_inline int nat4_host_socket(struct __sk_buff *skb, const struct 
 
 /* The port search of masquerade and hairpin: the first candidate (the original port, in
  * rk->dport) or ports of the NAT range from a start derived from the tuple, until the reply
- * tuple rk is free -- no live entry of another connection (owner_addr:owner_port is the
- * connection's own side, which may have it already), no host socket toward the same peer.
+ * tuple rk is free -- no live entry of another connection (owner is the reply entry to
+ * write: an entry with its address, port and interface is the connection's own, which may
+ * have it already; two overlay networks' containers may share address and port), no host
+ * socket toward the same peer.
  * Returns the port (network order, >= 0) or -DROP_NAT_NO_PORT. A global function: the
  * verifier checks its loop once instead of once per caller and caller's state. */
 __attribute__((noinline)) int nat4_port_search(struct __sk_buff *skb, struct nat_key *rk,
-					       __u32 start, __be32 owner_addr, __be16 owner_port)
+					       __u32 start, const struct nat_entry *owner)
 {
 	const struct host_config *cfg = nat4_config();
 	__u64 now = bpf_ktime_get_ns();
 	__u32 range, i;
 	__be16 cand;
 
-	if (!skb || !rk || !cfg)
+	if (!skb || !rk || !owner || !cfg)
 		return -DROP_NAT_NO_PORT;
 	cand = rk->dport;
 	range = cfg->nat_port_max >= cfg->nat_port_min ?
@@ -222,7 +225,9 @@ __attribute__((noinline)) int nat4_port_search(struct __sk_buff *skb, struct nat
 			cand = bpf_htons((__u16)(cfg->nat_port_min + (start + i) % range));
 		rk->dport = cand;
 		old = bpf_map_lookup_elem(&pydp_nat, rk);
-		if (old && old->expires >= now && (old->addr != owner_addr || old->port != owner_port))
+		if (old && old->expires >= now &&
+		    (old->addr != owner->addr || old->port != owner->port ||
+		     old->ifindex != owner->ifindex))
 			continue; /* taken by another live connection */
 		if (rk->proto != IPPROTO_ICMP && nat4_host_socket(skb, rk))
 			continue; /* the host's own connection from this port to the same peer */
@@ -285,7 +290,7 @@ __attribute__((noinline)) int nat4_snat_new(struct __sk_buff *skb, const struct 
 
 	start = (k->saddr ^ k->daddr ^ ((__u32)k->sport << 16 | k->dport)) * 2654435761u;
 	rk.dport = k->sport;
-	cand = nat4_port_search(skb, &rk, start, k->saddr, k->sport);
+	cand = nat4_port_search(skb, &rk, start, &rv);
 	if (cand < 0)
 		return cand;
 	rk.dport = (__be16)cand;
@@ -454,6 +459,7 @@ __attribute__((noinline)) int lb4_new(struct __sk_buff *skb, const struct nat_ke
 	ep = ep4_lookup(be.addr, ep4_net_scope(svc->network));
 	if (!ep)
 		return -DROP_LB_NOT_LOCAL;
+	rk.scope = (__u16)ep4_ct_scope(ep); /* the backend's replies */
 
 	fwd.state = ct_initial_state(ct_tcp_flags(p));
 	fwd.expires = now + ct_timeout_ns(k->proto, fwd.state);
@@ -533,7 +539,7 @@ static __always_inline int lb4_from_backend(struct __sk_buff *skb, struct pkt *p
 
 	if (!me || !(me->flags & IFACE_F_LB_BACKEND))
 		return NAT_SKIP;
-	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS, ep4_scope(me)))
 		return NAT_SKIP;
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
@@ -548,7 +554,7 @@ static __always_inline int lb4_from_backend(struct __sk_buff *skb, struct pkt *p
  * its MTU, TTL <= 1) goes to the stack untranslated and writes no entry. Returns a TC
  * verdict with *reason, or a negative DROP_*. */
 static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt *p,
-					       __u32 *reason)
+					       const struct iface_info *me, __u32 *reason)
 {
 	const struct host_config *cfg = nat4_config();
 	struct bpf_fib_lookup fib = {};
@@ -561,7 +567,7 @@ static __always_inline int nat4_from_container(struct __sk_buff *skb, struct pkt
 	int ret;
 
 	*reason = REASON_PASS;
-	if (!cfg || !nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS))
+	if (!cfg || !nat4_key_from_pkt(p, &k, NAT_DIR_EGRESS, ep4_scope(me)))
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
 	e = ct_lookup(&k, now);
@@ -704,6 +710,7 @@ static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_
 	ok.dport = k->sport;
 	ok.proto = k->proto;
 	ok.dir = NAT_DIR_EGRESS;
+	ok.scope = (__u16)ep4_ct_scope(ep);
 	if (bpf_map_update_elem(&pydp_nat, &ok, &out, BPF_ANY))
 		return -DROP_CT_CREATE;
 	if (bpf_map_update_elem(&pydp_nat, k, in, BPF_ANY))
@@ -816,7 +823,7 @@ static __always_inline int nat4_from_netdev(struct __sk_buff *skb, struct pkt *p
 		if (type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED)
 			return nat4_icmp_error(skb, p, bpf_ktime_get_ns(), reason);
 	}
-	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS))
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS, 0))
 		return TC_ACT_OK;
 	if (ov4_is_tunnel(cfg, &k)) {
 		/* another node's VXLAN frame: decapsulated here, or the stack gives it to
@@ -901,16 +908,18 @@ static __always_inline __be32 nat4_hairpin_src(struct __sk_buff *skb, const stru
  *   R1  B:bp -> S:sp   dst := C:cp   (| NAT_F_SNAT; e's L2, if any, delivers it to C)
  *   R2  B:bp -> C:cp   src := F:fp
  *   K2  C:cp -> B:bp   src := S:sp
- * e is the caller's scratch entry: its state, deadline and R1's L2 set. Returns sp (network
- * order, >= 0) or a negative DROP_*; the caller writes K1 (k) last: it is the lookup key. */
+ * e is the caller's scratch entry: its state, deadline and R1's L2 set. B's keys (R1, R2)
+ * carry bscope, the client's (K2) k's. Returns sp (network order, >= 0) or a negative
+ * DROP_*; the caller writes K1 (k) last: it is the lookup key. */
 static __always_inline int nat4_two_stage_new(struct __sk_buff *skb, const struct nat_key *k,
 					      __be32 baddr, __be16 bport, __be32 src,
-					      __u8 flag, struct nat_entry *e)
+					      __u8 flag, struct nat_entry *e, __u32 bscope)
 {
 	struct nat_key kk = {};
 	__u32 start;
 	int cand;
 
+	kk.scope = (__u16)bscope;
 	kk.saddr = baddr;
 	kk.daddr = src;
 	kk.sport = bport;
@@ -918,14 +927,14 @@ static __always_inline int nat4_two_stage_new(struct __sk_buff *skb, const struc
 	kk.proto = k->proto;
 	kk.dir = NAT_DIR_EGRESS;
 	start = (k->saddr ^ baddr ^ ((__u32)k->sport << 16 | bport)) * 2654435761u;
-	cand = nat4_port_search(skb, &kk, start, k->saddr, k->sport);
+	e->addr = k->saddr; /* R1's, as the port search's owner */
+	e->port = k->sport;
+	cand = nat4_port_search(skb, &kk, start, e);
 	if (cand < 0)
 		return cand;
 	/* R1  B:bp -> S:sp   dst := C:cp */
 	kk.dport = (__be16)cand;
 	e->flags = flag | NAT_F_SNAT;
-	e->addr = k->saddr;
-	e->port = k->sport;
 	if (bpf_map_update_elem(&pydp_nat, &kk, e, BPF_ANY))
 		return -DROP_CT_CREATE;
 	/* R2  B:bp -> C:cp   src := F:fp */
@@ -940,6 +949,7 @@ static __always_inline int nat4_two_stage_new(struct __sk_buff *skb, const struc
 	if (bpf_map_update_elem(&pydp_nat, &kk, e, BPF_ANY))
 		return -DROP_CT_CREATE;
 	/* K2  C:cp -> B:bp   src := S:sp */
+	kk.scope = k->scope;
 	kk.saddr = k->saddr;
 	kk.daddr = baddr;
 	kk.sport = k->sport;
@@ -999,7 +1009,7 @@ __attribute__((noinline)) int nat4_hairpin_to(struct __sk_buff *skb, const struc
 	e.ifindex = skb->ifindex; /* R1 (B:bp -> G:gp) is delivered to C */
 	__builtin_memcpy(e.dmac, p->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(e.smac, p->eth->h_dest, ETH_ALEN); /* the gateway MAC C used */
-	cand = nat4_two_stage_new(skb, k, baddr, bport, gw, NAT_F_HAIRPIN, &e);
+	cand = nat4_two_stage_new(skb, k, baddr, bport, gw, NAT_F_HAIRPIN, &e, ep4_ct_scope(ep));
 	if (cand < 0)
 		return cand;
 	/* K1  C:cp -> H:hp   dst := B:bp, deliver to B (written last: it is the lookup key) */
@@ -1072,6 +1082,7 @@ static __always_inline int nat4_two_stage(struct __sk_buff *skb, struct pkt *p,
 	k2.dport = e->port;
 	k2.proto = k->proto;
 	k2.dir = NAT_DIR_EGRESS;
+	k2.scope = k->scope; /* the same side's second stage */
 	e2 = bpf_map_lookup_elem(&pydp_nat, &k2);
 	if (!e2)
 		return -DROP_NO_CT;
@@ -1090,6 +1101,12 @@ static __always_inline int nat4_two_stage(struct __sk_buff *skb, struct pkt *p,
 		 * (its R1 then delivers through the uplink: no ifindex) */
 		pk.dir = (reply && (e->flags & NAT_F_MESH) && !e->ifindex) ? NAT_DIR_INGRESS :
 									       NAT_DIR_EGRESS;
+		/* the other side's scope: a mesh K1 holds B's in its ifindex; else e's ifindex
+		 * names the other side's interface (none: a client outside, INGRESS) */
+		if (!reply && (e->flags & NAT_F_MESH))
+			pk.scope = (__u16)e->ifindex;
+		else
+			pk.scope = e->ifindex ? (__u16)ep4_scope(ep4_iface_of(e->ifindex)) : 0;
 		pe = bpf_map_lookup_elem(&pydp_nat, &pk);
 		if (pe) {
 			pe->state = state;
@@ -1171,7 +1188,7 @@ __attribute__((noinline)) int nat4_mesh_to(struct __sk_buff *skb, const struct n
 		__builtin_memcpy(e.dmac, p->eth->h_source, ETH_ALEN);
 		__builtin_memcpy(e.smac, p->eth->h_dest, ETH_ALEN);
 	}
-	cand = nat4_two_stage_new(skb, k, baddr, bport, mesh, NAT_F_MESH, &e);
+	cand = nat4_two_stage_new(skb, k, baddr, bport, mesh, NAT_F_MESH, &e, ep4_ct_scope(ep));
 	if (cand < 0)
 		return cand;
 	/* K1  X:xp -> U:up   dst := B:bp (written last: it is the lookup key) */
@@ -1371,7 +1388,7 @@ static __always_inline int nat4_from_netdev_xdp(struct xdp_md *ctx, struct pkt *
 		return XDP_PASS;
 	if (p->ip4->ttl <= 1)
 		return XDP_PASS; /* from_netdev counts DROP_TTL_EXCEEDED if it is ours to route */
-	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS) || ov4_is_tunnel(cfg, &k))
+	if (!nat4_key_from_pkt(p, &k, NAT_DIR_INGRESS, 0) || ov4_is_tunnel(cfg, &k))
 		return XDP_PASS;
 	partial = nat4_csum_partial(p, data_end);
 	if (partial < 0)

@@ -116,6 +116,32 @@ def test_node_failure_removes_its_endpoints_and_isolation_holds(cluster: Cluster
     assert time.monotonic() - killed < 10 + 1 + 3  # TTL + 1 s, and the CLI's own time
 
 
+def test_overlapping_networks_masquerade_one_tuple_apart(
+    cluster: Cluster, topology: Topology
+) -> None:
+    """red and blue share a subnet: r (red) and b (blue) on h1 get the same address and
+    send UDP from the same source port to the same outside server. Each gets its own
+    answer: the conntrack key of a container's packet carries its network's scope."""
+    for net in ("red", "blue"):
+        cluster("h1", "network", "create", "-d", "overlay", "--subnet", "10.78.0.0/24", net)
+    cluster("h1", "run", "--name", "r", "--network", "red", "-d", "--", "sleep", "300")
+    cluster("h1", "run", "--name", "b", "--network", "blue", "-d", "--", "sleep", "300")
+    assert cluster.ip_of("r") == cluster.ip_of("b")
+    ext = topology.add_host("ext")
+    ext.connect_fabric("10.97.0.50/24", ifname="eth0")
+    echo = ext.popen(["socat", "UDP-LISTEN:7000,fork,reuseaddr", "EXEC:cat"])
+    echo.wait_port(7000, "udp")
+
+    def ask(sandbox: str, word: str) -> str:
+        send = f"echo {word} | socat -T1 - UDP:10.97.0.50:7000,sourceport=40000"
+        return str(cluster("h1", "exec", sandbox, "--", "sh", "-c", send).stdout).strip()
+
+    assert wait_for(lambda: ask("r", "red") == "red", 10)
+    assert ask("b", "blue") == "blue"
+    assert ask("r", "red") == "red"
+    assert ask("b", "blue") == "blue"
+
+
 def test_a_plain_linux_vxlan_peer_talks_to_a_pydp_container(
     cluster: Cluster, topology: Topology
 ) -> None:
