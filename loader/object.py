@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno as E
+import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from pydp.loader.btf import Btf
 from pydp.loader.maps import Map
 from pydp.loader.pin import bpffs_root, ensure_root
 
-__all__ = ["BpfObject", "Program", "object_dir", "prog_tag"]
+__all__ = ["BpfObject", "Program", "SharedProgram", "object_dir", "prog_tag"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,11 @@ def prog_tag(prog_id: int) -> bytes | None:
         os.close(fd)
 
 
+def _object_path(path: Path | str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else object_dir() / p
+
+
 class BpfObject:
     """One ELF object from build/bpf, opened with its pinned maps under a bpffs root.
 
@@ -80,9 +87,7 @@ class BpfObject:
 
     def __init__(self, path: Path | str, pin_root: Path | None = None) -> None:
         self._obj: Any = ffi.NULL
-        self.path = Path(path)
-        if not self.path.is_absolute() and not self.path.exists():
-            self.path = object_dir() / self.path
+        self.path = _object_path(path)
         self.pin_root = pin_root or bpffs_root()
         self.loaded = False
         self._maps: dict[str, Map] = {}
@@ -221,6 +226,92 @@ class BpfObject:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+SHARED_PREFIX = "prog_"  # <root>/prog_<program>_<digest>: a program shared by its pin
+
+
+class SharedProgram:
+    """One program of an object, loaded once per pin root and shared by every user after.
+
+    The first user loads the object (the verifier runs) and pins the program as
+    ``<root>/prog_<name>_<digest>``, the digest being of the object file and the load-time
+    constants: the same build with the same settings finds the pin and opens it instead,
+    so N containers run one program, not N copies (each ~100 KB of kernel memory and
+    ~0.1 s of verification). A new build pins anew and unpins the older ones (programs
+    still attached stay loaded until detached). The object's maps are the root's pinned
+    maps (``LIBBPF_PIN_BY_NAME``), so a shared program and a fresh load see the same
+    maps; `map` opens them from their pins when nothing was loaded here.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        name: str,
+        root: Path | None = None,
+        rodata: Mapping[str, int] | None = None,
+    ) -> None:
+        self.root = root or bpffs_root()
+        self._obj: BpfObject | None = None
+        self._maps: dict[str, Map] = {}
+        self._fd = -1
+        obj_path = _object_path(path)
+        digest = hashlib.sha256(obj_path.read_bytes() if obj_path.exists() else b"")
+        digest.update(repr(sorted((rodata or {}).items())).encode())
+        self.pin = self.root / f"{SHARED_PREFIX}{name}_{digest.hexdigest()[:16]}"
+        fd = lib.bpf_obj_get(str(self.pin).encode())
+        if fd >= 0:
+            self._fd = fd
+            self.program = Program(name, fd, int(_prog_info(fd, name).type), "")
+            self.reused = True
+            return
+        self.reused = False
+        obj = BpfObject(obj_path, pin_root=self.root)
+        try:
+            for var, value in (rodata or {}).items():
+                obj.set_rodata(var, value)
+            obj.load()
+            self.program = obj.program(name)
+        except BaseException:
+            obj.close()
+            raise
+        self._obj = obj
+        self._pin(name)
+
+    def _pin(self, name: str) -> None:
+        """Pin the loaded program (a racing user may have pinned the same build: fine) and
+        unpin other builds of it."""
+        if lib.bpf_obj_pin(self.program.fd, str(self.pin).encode()) != 0:
+            err = ffi.errno
+            if err != E.EEXIST:
+                raise DatapathError.from_errno(f"pin program {name} as {self.pin}", err)
+        for old in self.root.glob(f"{SHARED_PREFIX}{name}_*"):
+            if old != self.pin:
+                old.unlink(missing_ok=True)
+                log.info("unpinned %s (another build)", old)
+
+    def map(self, name: str) -> Map:
+        """A map of the program's object, by name (the root's pin)."""
+        if self._obj is not None:
+            return self._obj.map(name)
+        if name not in self._maps:
+            self._maps[name] = Map.open_pinned(name, self.root)
+        return self._maps[name]
+
+    def close(self) -> None:
+        """Let go of the object or the pin's fd; the pinned program stays."""
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+        for m in self._maps.values():
+            m.close()
+        self._maps.clear()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __del__(self) -> None:
         self.close()

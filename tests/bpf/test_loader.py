@@ -14,6 +14,7 @@ from pydp.errors import AttachError, DatapathError, MapFullError, NotFoundError,
 from pydp.loader import (
     BpfObject,
     Map,
+    SharedProgram,
     attach_tc,
     attach_xdp,
     detach_tc,
@@ -127,6 +128,42 @@ def test_pinned_map_survives_reload(objs: dict[str, Path], bpffs: Path) -> None:
         assert m.max_entries == 2 and m.key_size == 4 and m.value_size == 8
     with pytest.raises(NotFoundError, match=r"open pinned map .*/absent: No such file"):
         Map.open_pinned("absent", root)
+
+
+def test_shared_program_loads_once_per_root_and_build(objs: dict[str, Path], bpffs: Path) -> None:
+    """The first SharedProgram loads and pins the program; the next, same build and
+    settings, opens the pin (the same program, its maps from their pins); other settings
+    or another build load anew and unpin the older; another root loads its own."""
+    root = bpffs / "shared"
+    first = SharedProgram(objs["small"], "answer", root, {"ANSWER": 2})
+    try:
+        first.map("small_hash").update(b"\1\0\0\0", b"\x07" + b"\0" * 7)
+        again = SharedProgram(objs["small"], "answer", root, {"ANSWER": 2})
+        try:
+            assert (first.reused, again.reused) == (False, True)
+            assert again.program.id == first.program.id
+            assert again.program.tag == first.program.tag
+            assert again.map("small_hash").lookup(b"\1\0\0\0") == b"\x07" + b"\0" * 7
+            assert test_run(again.program, b"\0" * 64).verdict == 2
+        finally:
+            again.close()
+        other = SharedProgram(objs["small"], "answer", root, {"ANSWER": 1})
+        try:
+            assert not other.reused and other.program.id != first.program.id
+            assert test_run(other.program, b"\0" * 64).verdict == 1
+            assert sorted(root.glob("prog_answer_*")) == [other.pin]
+        finally:
+            other.close()
+        rebuilt = objs["small"].parent / "small_rebuilt.o"
+        rebuilt.write_bytes(objs["small"].read_bytes() + b"\0")  # another build, same code
+        elsewhere = SharedProgram(rebuilt, "answer", bpffs / "shared2", {"ANSWER": 1})
+        try:
+            assert not elsewhere.reused and elsewhere.pin.parent == bpffs / "shared2"
+            assert sorted(root.glob("prog_answer_*")) == [other.pin]  # another root's
+        finally:
+            elsewhere.close()
+    finally:
+        first.close()
 
 
 def test_map_full_raises_map_full_error(objs: dict[str, Path], bpffs: Path) -> None:

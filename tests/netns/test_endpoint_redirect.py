@@ -171,18 +171,30 @@ def test_redirect_malformed_frames_dropped(pair: Pair, frame_tail: str, reason: 
 
 
 def test_redirect_survives_datapath_reload(pair: Pair) -> None:
-    """A second Datapath on the same root reuses the pinned maps and replaces the program
-    atomically: entries survive and traffic keeps flowing."""
+    """A second Datapath on the same root reuses the pinned maps and the pinned program
+    (one build, one program for every container); another build (here another load-time
+    setting) is loaded, pinned in place of the first and replaces it atomically: entries
+    survive and traffic keeps flowing."""
     with pair.host.enter():
         old = tc_attached(pair.c1.host_ifindex, root=pair.dp.root)
         dp2 = Datapath(root=pair.dp.root)
         try:
+            assert dp2.from_container.id == pair.dp.from_container.id
             assert IPAddress("10.0.0.3") in dp2.endpoints
             dp2.plug(IPAddress("10.0.0.2"), pair.c1.host_ifindex, pair.c1.mac)
-            new = tc_attached(pair.c1.host_ifindex, root=pair.dp.root)
+            same = tc_attached(pair.c1.host_ifindex, root=pair.dp.root)
         finally:
             dp2.close()
-    assert old is not None and new is not None and new.prog_id != old.prog_id
+        dp3 = Datapath(root=pair.dp.root, redirect_peer=False)
+        try:
+            assert dp3.from_container.id != pair.dp.from_container.id
+            dp3.plug(IPAddress("10.0.0.2"), pair.c1.host_ifindex, pair.c1.mac)
+            new = tc_attached(pair.c1.host_ifindex, root=pair.dp.root)
+        finally:
+            dp3.close()
+    assert old is not None and same is not None and new is not None
+    assert same.prog_id == old.prog_id and new.prog_id != old.prog_id
+    assert len(list(pair.dp.root.glob("prog_from_container_*"))) == 1
     before = pair.redirects()
     pair.c1.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.3"])
     assert pair.redirects() - before >= 4
