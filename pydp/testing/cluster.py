@@ -114,6 +114,11 @@ class Cluster:
         info = self.json(node or next(iter(self.nodes)), "sandbox", "inspect", sandbox)[0]
         return str(next(iter(info["Networks"].values()))["IPAddress"])
 
+    def reaches(self, node: str, sandbox: str, addr: str) -> bool:
+        """Whether sandbox (on node) gets an answer to one ping of addr within a second."""
+        ping = ("exec", sandbox, "--", "ping", "-c1", "-W1", addr)
+        return self(node, *ping, check=False).returncode == 0
+
     def restart_agent(self, node: str) -> None:
         self.agents[node].stop()
         self.agents[node] = start_agent(self.nodes[node])

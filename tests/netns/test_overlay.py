@@ -35,11 +35,7 @@ def test_containers_on_two_hosts_talk_over_the_overlay(cluster: Cluster) -> None
     c2 = cluster.json("h1", "sandbox", "inspect", "c2")[0]  # type: ignore[index]
     addr = next(iter(c2["Networks"].values()))["IPAddress"]  # type: ignore[index]
 
-    def reach() -> bool:
-        r = cluster("h1", "exec", "c1", "--", "ping", "-c1", "-W1", addr, check=False)
-        return r.returncode == 0  # type: ignore[attr-defined]
-
-    assert wait_for(reach, 20)
+    assert wait_for(lambda: cluster.reaches("h1", "c1", addr), 20)
     r = cluster("h1", "exec", "c1", "--", "socat", "-T2", "-", f"TCP:{addr}:7000")
     assert r.stdout.strip() == "from-h2"  # type: ignore[attr-defined]
 
@@ -57,13 +53,7 @@ def test_a_bulk_stream_is_decapsulated_whole_and_arrives_intact(
     cluster("h2", "run", "--name", "sink", "--network", "ov", "-d", "--", "sh", "-c", sink)
     cluster("h1", "run", "--name", "src", "--network", "ov", "-d", "--", "sleep", "300")
     addr = cluster.ip_of("sink")
-    assert wait_for(
-        lambda: (
-            cluster("h1", "exec", "src", "--", "ping", "-c1", "-W1", addr, check=False).returncode
-            == 0
-        ),  # type: ignore[attr-defined]
-        20,
-    )
+    assert wait_for(lambda: cluster.reaches("h1", "src", addr), 20)
     before = cluster.nodes["h2"].counters().get("REASON_TUNNEL_DECAP")
     cluster("h1", "exec", "src", "--", "socat", "-u", f"OPEN:{payload}", f"TCP:{addr}:7001")
     assert wait_for(digest.exists, 20), "the sink never finished"
@@ -99,11 +89,7 @@ def test_node_failure_removes_its_endpoints_and_isolation_holds(cluster: Cluster
     assert wait_for(lambda: ask("b1") == "blue", 20)
     assert {ask("r1"), ask("b1")} == {"red", "blue"}
 
-    def ping() -> bool:
-        r = cluster("h1", "exec", "r1", "--", "ping", "-c1", "-W1", addr, check=False)
-        return r.returncode == 0
-
-    assert ping()
+    assert cluster.reaches("h1", "r1", addr)
     os.killpg(cluster.agents["h2"].pid, signal.SIGKILL)
     killed = time.monotonic()
 
@@ -112,7 +98,7 @@ def test_node_failure_removes_its_endpoints_and_isolation_holds(cluster: Cluster
         return any(r["name"] == "h2" and r["state"] == "down" for r in rows)
 
     assert wait_for(h2_down, 15)
-    assert wait_for(lambda: not ping(), 5)
+    assert wait_for(lambda: not cluster.reaches("h1", "r1", addr), 5)
     assert time.monotonic() - killed < 10 + 1 + 3  # TTL + 1 s, and the CLI's own time
 
 
@@ -209,13 +195,7 @@ def test_agent_restart_does_not_interrupt_a_stream(cluster: Cluster) -> None:
     srv = cluster.json("h1", "sandbox", "inspect", "srv")[0]  # type: ignore[index]
     addr = next(iter(srv["Networks"].values()))["IPAddress"]  # type: ignore[index]
     netns = cluster.json("h1", "sandbox", "inspect", "cli")[0]["Netns"]  # type: ignore[index]
-    assert wait_for(
-        lambda: (
-            cluster("h1", "exec", "cli", "--", "ping", "-c1", "-W1", addr, check=False).returncode
-            == 0
-        ),  # type: ignore[attr-defined]
-        20,
-    )
+    assert wait_for(lambda: cluster.reaches("h1", "cli", addr), 20)
     h1 = cluster.nodes["h1"]
     stream = h1.host.popen(["ip", "netns", "exec", netns, "iperf3", "-c", addr, "-t", "8", "-J"])
     time.sleep(2)
