@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from netaddr import IPAddress
 
 from pydp.loader import Map
+from pydp.maps.config import NetworkMap
 from pydp.maps.lb import (
     SVC_F_MAGLEV,
     SVC_F_RANDOM,
@@ -24,7 +25,7 @@ from pydp.maps.lb import (
     new_map,
     pack_table,
 )
-from pydp.maps.nat import NatMap
+from pydp.maps.nat import NatEntry, NatKey, NatMap
 
 __all__ = ["LbDatapath", "ServiceSpec", "build_table", "spec_sig"]
 
@@ -138,10 +139,13 @@ class LbDatapath:
     maps since (a CLI command beside a long-lived agent) makes the next call read them
     again. Callers serialise writers (the agent's reconcile lock)."""
 
-    def __init__(self, services: Map, tables: Map, nat: NatMap) -> None:
+    def __init__(
+        self, services: Map, tables: Map, nat: NatMap, networks: NetworkMap | None = None
+    ) -> None:
         self.services = ServiceMap(services)
         self.tables = LbTables(tables, new_map, Map.by_id)
         self.nat = nat
+        self.networks = networks  # for the conntrack scope of a network's backends
         self._svcs: dict[int, _Service] | None = None
         self._orphans: set[SvcKey] = set()  # frontends of no service: removed next time
         self._stamp = b""
@@ -247,7 +251,7 @@ class LbDatapath:
     def _apply(
         self, svcs: dict[int, _Service], changed: Sequence[ServiceSpec], removed: Collection[int]
     ) -> int:
-        gone: set[tuple[IPAddress, int]] = set()
+        gone: set[tuple[IPAddress, int, int]] = set()
         # the new tables, in slots no frontend names
         builds: list[tuple[ServiceSpec, int, bytes]] = []
         sigs: dict[int, int] = {}
@@ -290,7 +294,9 @@ class LbDatapath:
                     drop.add(SvcKey(have.vip))
                 if have.slot != slot:
                     old_ports = sorted({key.port for key in have.keys})
-                    gone |= self._left(self._old_backends(have), spec, old_ports)
+                    scope = self._scope(have.network)
+                    left = self._left(self._old_backends(have), spec, old_ports)
+                    gone |= {(a, p, scope) for a, p in left}
                     freed.append(have.slot)
             svcs[spec.index] = _Service(
                 spec.vip, slot, sig, keys, info if keys else None, spec.network, spec,
@@ -301,7 +307,8 @@ class LbDatapath:
             drop |= have.keys | {SvcKey(have.vip)}
             before = self._old_backends(have)
             ports = sorted({key.port for key in have.keys})
-            gone |= {(b.address, p) for b in before for p in ([b.port] if b.port else ports)}
+            scope = self._scope(have.network)
+            gone |= {(b.address, p, scope) for b in before for p in ([b.port] if b.port else ports)}
             freed.append(have.slot)
         drop = {k for k in drop if self.services.key_bytes(k) not in put}
         self._write_frontends(put, drop)
@@ -337,16 +344,33 @@ class LbDatapath:
         for key in drop:
             raw.delete(self.services.key_bytes(key))
 
-    def purge_backends(self, backends: Collection[tuple[IPAddress, int]]) -> int:
+    def _scope(self, network: int) -> int:
+        """The conntrack key scope of network's containers: its index on an overlay (two
+        may share a subnet), 0 on a bridge network."""
+        if self.networks is None or not network:
+            return 0
+        return network if self.networks[network].vni else 0
+
+    def purge_backends(self, backends: Collection[tuple[IPAddress, int, int]]) -> int:
         """Delete the conntrack entries of connections through a service or a published port
-        to these (address, port) backends, both directions: the client's entry holds the
-        backend, the backend's reply entry is keyed by it. Returns how many went."""
-        pairs = set(backends)
+        to these (address, port, scope) backends, both directions: the client's entry holds
+        the backend, the backend's reply entry is keyed by it. A key a container's packet
+        makes carries that container's scope (its network's, the backend's), so another
+        overlay network's backend with the same address and port keeps its connections; a
+        key from the uplink (scope 0) leads to a published port's one endpoint. Returns how
+        many went."""
+        exact = set(backends)
+        loose = {(a, p) for a, p, _ in exact}
+
+        def doomed_entry(k: NatKey, e: NatEntry) -> bool:
+            if k.ingress:
+                return (e.address, e.port) in loose
+            return (e.address, e.port, k.scope) in exact or (k.saddr, k.sport, k.scope) in exact
+
         doomed = [
             k
             for k, e in self.nat.items()
-            if e.flags & (_NAT_F_DNAT | _NAT_F_SVC)
-            and ((e.address, e.port) in pairs or (k.saddr, k.sport) in pairs)
+            if e.flags & (_NAT_F_DNAT | _NAT_F_SVC) and doomed_entry(k, e)
         ]
         for k in doomed:
             self.nat.discard(k)

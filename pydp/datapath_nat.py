@@ -83,7 +83,9 @@ class NatDatapath:
         self.vnis = VniMap(self._obj.map(VNIS_MAP))
         self.ports = PortMap(self._obj.map(PORTS_MAP))
         self.nat = NatMap(self._obj.map(NAT_MAP))
-        self.lb = LbDatapath(self._obj.map(SERVICES_MAP), self._obj.map(LB_TABLES_MAP), self.nat)
+        self.lb = LbDatapath(
+            self._obj.map(SERVICES_MAP), self._obj.map(LB_TABLES_MAP), self.nat, self.networks
+        )
         self._xdp: SharedProgram | None = None  # loaded when needed: its verification is the
         # costliest of all (~0.2 s), and most hosts (a veth uplink, XDP auto) never run it
         self._sock = BpfObject(SOCK_OBJECT, pin_root=self.root)

@@ -8,6 +8,7 @@ tables' namespace (conftest's routed_netns): test_run needs real devices.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,7 @@ from scapy.packet import Packet, Raw
 
 from pydp.datapath_lb import LbDatapath, ServiceSpec
 from pydp.loader import Map, test_run
-from pydp.maps import Endpoint, Iface, NetworkInfo, SubnetInfo
+from pydp.maps import CONSTANTS, Endpoint, Iface, NetworkInfo, SubnetInfo
 from pydp.maps.lb import (
     SVC_F_MAGLEV,
     SVC_F_RANDOM,
@@ -29,6 +30,7 @@ from pydp.maps.lb import (
     SvcKey,
     pack_table,
 )
+from pydp.maps.nat import NatEntry, NatKey
 from pydp.net.netns import entered
 
 from .packets import TC_ACT_REDIRECT, TC_ACT_SHOT, VERDICTS, decode, skb_ctx
@@ -258,6 +260,28 @@ def test_sync_purges_a_removed_backends_connections_not_a_drained_ones(
     lbdp.sync([])
     assert len(lbdp.services) == 0
     assert lbdp.backends(INDEX) == set()
+
+
+def test_purge_spares_another_overlays_backend_with_the_same_address(
+    lb: Lb, lbdp: LbDatapath
+) -> None:
+    """BE1 leaving the service purges the connections keyed in its own scope (0: the
+    service's network is a bridge) and the uplink's entry leading to it; the entries of a
+    container of an overlay network (scope 7) sharing the subnet, keyed with the same
+    backend address and port, stay."""
+    svc, dnat, snat = (CONSTANTS[f"NAT_F_{f}"] for f in ("SVC", "DNAT", "SNAT"))
+    lbdp.sync([spec((BE1, 8080))])
+    lb.run(TO_VIP)  # the client's entry and BE1's reply entry, scope 0
+    alive = time.monotonic_ns() + 60 * 10**9
+    other_client = NatKey(IPAddress(CLI), IPAddress(VIP), 40000, 80, 6, scope=7)
+    other_reply = NatKey(IPAddress(BE1), IPAddress(CLI), 8080, 40000, 6, scope=7)
+    from_uplink = NatKey(IPAddress("192.0.2.9"), IPAddress("192.0.2.1"), 5555, 80, 6, True)
+    lb.maps.nat[other_client] = NatEntry(IPAddress(BE1), 8080, alive, flags=svc | dnat)
+    lb.maps.nat[other_reply] = NatEntry(IPAddress(VIP), 80, alive, flags=svc | snat)
+    lb.maps.nat[from_uplink] = NatEntry(IPAddress(BE1), 8080, alive, flags=dnat)
+    assert len(lb.maps.nat) == 5
+    lbdp.sync([spec((BE2, 8080))])
+    assert set(lb.maps.nat.keys()) == {other_client, other_reply}
 
 
 def test_a_syn_on_a_closed_connections_tuple_picks_a_backend_again(lb: Lb) -> None:
