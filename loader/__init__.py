@@ -22,7 +22,7 @@ from pydp.loader.attach import (
 )
 from pydp.loader.btf import Btf
 from pydp.loader.maps import Map, num_possible_cpus
-from pydp.loader.object import BpfObject, Program, SharedProgram, object_dir, prog_tag
+from pydp.loader.object import BpfObject, Program, SharedObject, object_dir, prog_tag
 from pydp.loader.pin import DEFAULT_ROOT, bpffs_root, ensure_root, is_bpffs, remove_root
 from pydp.loader.prog_run import RunResult, test_run
 
@@ -37,7 +37,7 @@ __all__ = [
     "Map",
     "Program",
     "RunResult",
-    "SharedProgram",
+    "SharedObject",
     "attach_cgroup",
     "attach_tc",
     "attach_xdp",

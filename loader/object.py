@@ -17,7 +17,7 @@ from pydp.loader.btf import Btf
 from pydp.loader.maps import Map
 from pydp.loader.pin import bpffs_root, ensure_root
 
-__all__ = ["BpfObject", "Program", "SharedProgram", "object_dir", "prog_tag"]
+__all__ = ["BpfObject", "Program", "SharedObject", "object_dir", "prog_tag"]
 
 log = logging.getLogger(__name__)
 
@@ -234,67 +234,84 @@ class BpfObject:
 SHARED_PREFIX = "prog_"  # <root>/prog_<program>_<digest>: a program shared by its pin
 
 
-class SharedProgram:
-    """One program of an object, loaded once per pin root and shared by every user after.
+class SharedObject:
+    """Programs of an object, loaded once per pin root and shared by every user after.
 
-    The first user loads the object (the verifier runs) and pins the program as
+    The first user loads the object (the verifier runs) and pins each named program as
     ``<root>/prog_<name>_<digest>``, the digest being of the object file and the load-time
-    constants: the same build with the same settings finds the pin and opens it instead,
-    so N containers run one program, not N copies (each ~100 KB of kernel memory and
-    ~0.1 s of verification). A new build pins anew and unpins the older ones (programs
+    constants: the same build with the same settings finds the pins and opens them
+    instead, so N containers run one program, not N copies (each ~100 KB of kernel memory
+    and ~0.1 s of verification). A new build pins anew and unpins the older ones (programs
     still attached stay loaded until detached). The object's maps are the root's pinned
-    maps (``LIBBPF_PIN_BY_NAME``), so a shared program and a fresh load see the same
-    maps; `map` opens them from their pins when nothing was loaded here.
+    maps (``LIBBPF_PIN_BY_NAME``), so shared programs and a fresh load see the same maps;
+    `map` opens them from their pins when nothing was loaded here.
     """
 
     def __init__(
         self,
         path: Path | str,
-        name: str,
+        names: tuple[str, ...],
         root: Path | None = None,
         rodata: Mapping[str, int] | None = None,
     ) -> None:
         self.root = root or bpffs_root()
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
-        self._fd = -1
+        self._fds: list[int] = []
+        self._programs: dict[str, Program] = {}
         obj_path = _object_path(path)
         digest = hashlib.sha256(obj_path.read_bytes() if obj_path.exists() else b"")
         digest.update(repr(sorted((rodata or {}).items())).encode())
-        self.pin = self.root / f"{SHARED_PREFIX}{name}_{digest.hexdigest()[:16]}"
-        fd = lib.bpf_obj_get(str(self.pin).encode())
-        if fd >= 0:
-            self._fd = fd
-            self.program = Program(name, fd, int(_prog_info(fd, name).type), "")
-            self.reused = True
+        self.pins = {n: self.root / f"{SHARED_PREFIX}{n}_{digest.hexdigest()[:16]}" for n in names}
+        self.reused = self._open_pins()
+        if self.reused:
             return
-        self.reused = False
         obj = BpfObject(obj_path, pin_root=self.root)
         try:
             for var, value in (rodata or {}).items():
                 obj.set_rodata(var, value)
             obj.load()
-            self.program = obj.program(name)
+            self._programs = {n: obj.program(n) for n in names}
         except BaseException:
             obj.close()
             raise
         self._obj = obj
-        self._pin(name)
+        for name in names:
+            self._pin(name)
+
+    def _open_pins(self) -> bool:
+        """Open every program's pin; False (nothing kept open) unless all are there."""
+        for name, pin in self.pins.items():
+            fd = lib.bpf_obj_get(str(pin).encode())
+            if fd < 0:
+                self.close()
+                self._programs.clear()
+                return False
+            self._fds.append(fd)
+            self._programs[name] = Program(name, fd, int(_prog_info(fd, name).type), "")
+        return True
 
     def _pin(self, name: str) -> None:
-        """Pin the loaded program (a racing user may have pinned the same build: fine) and
+        """Pin a loaded program (a racing user may have pinned the same build: fine) and
         unpin other builds of it."""
-        if lib.bpf_obj_pin(self.program.fd, str(self.pin).encode()) != 0:
+        pin = self.pins[name]
+        if lib.bpf_obj_pin(self._programs[name].fd, str(pin).encode()) != 0:
             err = ffi.errno
             if err != E.EEXIST:
-                raise DatapathError.from_errno(f"pin program {name} as {self.pin}", err)
+                raise DatapathError.from_errno(f"pin program {name} as {pin}", err)
         for old in self.root.glob(f"{SHARED_PREFIX}{name}_*"):
-            if old != self.pin:
+            if old != pin:
                 old.unlink(missing_ok=True)
                 log.info("unpinned %s (another build)", old)
 
+    def program(self, name: str) -> Program:
+        """One of the shared programs, by its C function name."""
+        if name not in self._programs:
+            raise NotFoundError(f"shared programs {sorted(self._programs)}: no program {name}")
+        return self._programs[name]
+
     def map(self, name: str) -> Map:
-        """A map of the program's object, by name (the root's pin)."""
+        """A map of the programs' object, by name (the root's pin)."""
         if self._obj is not None:
             return self._obj.map(name)
         if name not in self._maps:
@@ -302,16 +319,16 @@ class SharedProgram:
         return self._maps[name]
 
     def close(self) -> None:
-        """Let go of the object or the pin's fd; the pinned program stays."""
+        """Let go of the object or the pins' fds; the pinned programs stay."""
         if self._obj is not None:
             self._obj.close()
             self._obj = None
         for m in self._maps.values():
             m.close()
         self._maps.clear()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
 
     def __del__(self) -> None:
         self.close()

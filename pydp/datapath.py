@@ -15,7 +15,7 @@ from netaddr import EUI, IPAddress
 
 from pydp.loader import (
     Attachment,
-    SharedProgram,
+    SharedObject,
     attach_tc,
     bpffs_root,
     detach_tc,
@@ -61,19 +61,19 @@ class Datapath:
 
     Loading reuses maps already pinned under ``root``, so a restart keeps every
     entry; attaching replaces the running program atomically. The program itself is
-    loaded once per root and build (`SharedProgram`): every container's veth runs the
+    loaded once per root and build (`SharedObject`): every container's veth runs the
     same one.
     """
 
     def __init__(self, root: Path | None = None, redirect_peer: bool = True) -> None:
         self.root = root or bpffs_root()
-        self._obj = SharedProgram(
+        self._obj = SharedObject(
             ENDPOINT_OBJECT,
-            "from_container",
+            ("from_container",),
             self.root,
             {"CFG_REDIRECT_PEER": int(redirect_peer)},
         )
-        self.from_container = self._obj.program
+        self.from_container = self._obj.program("from_container")
         self._tag = self.from_container.tag
         self._ours: dict[int, bool] = {}  # program id -> runs the same code as ours
         self.endpoints = EndpointMap(self._obj.map(ENDPOINT_MAP))

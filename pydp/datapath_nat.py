@@ -13,9 +13,8 @@ from netaddr import IPAddress, IPNetwork
 
 from pydp.datapath_lb import LbDatapath
 from pydp.loader import (
-    BpfObject,
     Program,
-    SharedProgram,
+    SharedObject,
     attach_cgroup,
     attach_tc,
     attach_xdp,
@@ -74,8 +73,8 @@ class NatDatapath:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or bpffs_root()
-        self._obj = SharedProgram(UPLINK_OBJECT, "from_netdev", self.root)
-        self.from_netdev: Program = self._obj.program
+        self._obj = SharedObject(UPLINK_OBJECT, ("from_netdev",), self.root)
+        self.from_netdev: Program = self._obj.program("from_netdev")
         self._tag = self.from_netdev.tag
         self.config = ConfigMap(self._obj.map(CONFIG_MAP))
         self.networks = NetworkMap(self._obj.map(NETWORKS_MAP))
@@ -86,18 +85,21 @@ class NatDatapath:
         self.lb = LbDatapath(
             self._obj.map(SERVICES_MAP), self._obj.map(LB_TABLES_MAP), self.nat, self.networks
         )
-        self._xdp: SharedProgram | None = None  # loaded when needed: its verification is the
+        self._xdp: SharedObject | None = None  # loaded when needed: its verification is the
         # costliest of all (~0.2 s), and most hosts (a veth uplink, XDP auto) never run it
-        self._sock = BpfObject(SOCK_OBJECT, pin_root=self.root)
-        self._sock.set_rodata("CFG_NETNS_COOKIE", netns_cookie())
-        self._sock.load()
+        self._sock = SharedObject(
+            SOCK_OBJECT,
+            tuple(SOCK_PROGRAMS.values()),
+            self.root,
+            {"CFG_NETNS_COOKIE": netns_cookie()},
+        )
 
     @property
     def xdp_uplink(self) -> Program:
         """The XDP program (its object loaded on first use)."""
         if self._xdp is None:
-            self._xdp = SharedProgram(XDP_OBJECT, "xdp_uplink", self.root)
-        return self._xdp.program
+            self._xdp = SharedObject(XDP_OBJECT, ("xdp_uplink",), self.root)
+        return self._xdp.program("xdp_uplink")
 
     def ensure_xdp(self, uplink_ifindex: int) -> bool:
         """xdp_uplink on the uplink (native mode), unless the same code runs there: the fast

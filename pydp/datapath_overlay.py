@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydp.loader import Program, SharedProgram, attach_tc, bpffs_root, prog_tag, tcx_prog_ids
+from pydp.loader import Program, SharedObject, attach_tc, bpffs_root, prog_tag, tcx_prog_ids
 
 __all__ = ["OVERLAY_OBJECT", "VXLAN_NAME", "VXLAN_OWNER", "VXLAN_PORT", "OverlayDatapath"]
 
@@ -21,8 +21,8 @@ class OverlayDatapath:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or bpffs_root()
-        self._obj = SharedProgram(OVERLAY_OBJECT, "from_overlay", self.root)
-        self.from_overlay: Program = self._obj.program
+        self._obj = SharedObject(OVERLAY_OBJECT, ("from_overlay",), self.root)
+        self.from_overlay: Program = self._obj.program("from_overlay")
 
     def ensure_attached(self, vxlan_ifindex: int) -> bool:
         """from_overlay at the VXLAN device's TC ingress, unless the same code runs there."""

@@ -14,7 +14,7 @@ from pydp.errors import AttachError, DatapathError, MapFullError, NotFoundError,
 from pydp.loader import (
     BpfObject,
     Map,
-    SharedProgram,
+    SharedObject,
     attach_tc,
     attach_xdp,
     detach_tc,
@@ -130,36 +130,40 @@ def test_pinned_map_survives_reload(objs: dict[str, Path], bpffs: Path) -> None:
         Map.open_pinned("absent", root)
 
 
-def test_shared_program_loads_once_per_root_and_build(objs: dict[str, Path], bpffs: Path) -> None:
-    """The first SharedProgram loads and pins the program; the next, same build and
-    settings, opens the pin (the same program, its maps from their pins); other settings
-    or another build load anew and unpin the older; another root loads its own."""
+def test_shared_object_loads_once_per_root_and_build(objs: dict[str, Path], bpffs: Path) -> None:
+    """The first SharedObject loads and pins the program; the next, same build and settings,
+    opens the pin (the same program, its maps from their pins); other settings or another
+    build load anew and unpin the older; another root loads its own."""
     root = bpffs / "shared"
-    first = SharedProgram(objs["small"], "answer", root, {"ANSWER": 2})
+    first = SharedObject(objs["small"], ("answer",), root, {"ANSWER": 2})
     try:
         first.map("small_hash").update(b"\1\0\0\0", b"\x07" + b"\0" * 7)
-        again = SharedProgram(objs["small"], "answer", root, {"ANSWER": 2})
+        again = SharedObject(objs["small"], ("answer",), root, {"ANSWER": 2})
         try:
             assert (first.reused, again.reused) == (False, True)
-            assert again.program.id == first.program.id
-            assert again.program.tag == first.program.tag
+            assert again.program("answer").id == first.program("answer").id
+            assert again.program("answer").tag == first.program("answer").tag
             assert again.map("small_hash").lookup(b"\1\0\0\0") == b"\x07" + b"\0" * 7
-            assert test_run(again.program, b"\0" * 64).verdict == 2
+            assert test_run(again.program("answer"), b"\0" * 64).verdict == 2
+            with pytest.raises(NotFoundError, match="no program nope"):
+                again.program("nope")
         finally:
             again.close()
-        other = SharedProgram(objs["small"], "answer", root, {"ANSWER": 1})
+        other = SharedObject(objs["small"], ("answer",), root, {"ANSWER": 1})
         try:
-            assert not other.reused and other.program.id != first.program.id
-            assert test_run(other.program, b"\0" * 64).verdict == 1
-            assert sorted(root.glob("prog_answer_*")) == [other.pin]
+            assert not other.reused
+            assert other.program("answer").id != first.program("answer").id
+            assert test_run(other.program("answer"), b"\0" * 64).verdict == 1
+            assert sorted(root.glob("prog_answer_*")) == [other.pins["answer"]]
         finally:
             other.close()
         rebuilt = objs["small"].parent / "small_rebuilt.o"
         rebuilt.write_bytes(objs["small"].read_bytes() + b"\0")  # another build, same code
-        elsewhere = SharedProgram(rebuilt, "answer", bpffs / "shared2", {"ANSWER": 1})
+        elsewhere = SharedObject(rebuilt, ("answer",), bpffs / "shared2", {"ANSWER": 1})
         try:
-            assert not elsewhere.reused and elsewhere.pin.parent == bpffs / "shared2"
-            assert sorted(root.glob("prog_answer_*")) == [other.pin]  # another root's
+            assert not elsewhere.reused
+            assert elsewhere.pins["answer"].parent == bpffs / "shared2"
+            assert sorted(root.glob("prog_answer_*")) == [other.pins["answer"]]  # untouched
         finally:
             elsewhere.close()
     finally:
