@@ -158,8 +158,9 @@ def world(
     """Module scope, depends on topology_module and bpffs: one pydp host shared by the
     bad inputs (each asserts it changed nothing): n1 10.61.0.0/24 with sandboxes a
     (10.61.0.2) and b (.3), service web (VIP .4, 80/tcp published on 8080, backend a) and
-    c (.5) publishing 9090:80; n2 with z; n3 with service api only; a host process on
-    port 7777; `system reset` at the end."""
+    c (.5) publishing 9090:80; n2 with z; n3 with service api only; overlays o1 and o2
+    sharing 10.64.0.0/24, y (.2) on o2; a host process on port 7777; `system reset` at
+    the end."""
     tmp = tmp_path_factory.mktemp("svc")
     node = PydpNode(topology_module.add_host("sv"), tmp / "state", bpffs / tmp.name)
     try:
@@ -176,6 +177,10 @@ def world(
         node("service", "create", *web)
         node("run", "--name", "c", "--network", "n1", "-p", "9090:80", "--", "true")
         node("service", "create", "api", "--network", "n3", "--port", "80")
+        for net in ("o1", "o2"):  # overlays sharing a subnet
+            node("network", "create", "-d", "overlay", "--subnet", "10.64.0.0/24", net)
+        node("sandbox", "create", "y")
+        node("network", "connect", "o2", "y")  # 10.64.0.2, in o2 only
         holder = node.host.popen(["socat", "TCP-LISTEN:7777,reuseaddr", "-"])
         holder.wait_port(7777)
         yield node
@@ -205,6 +210,12 @@ BAD: list[tuple[str, list[str], str]] = [
         "vip-other-service",
         create("--port", "80", "--vip", "10.61.0.4"),
         "--vip: 10.61.0.4 is already in use in network n1",
+    ),
+    (
+        "vip-overlapping-network",
+        ["service", "create", "x", "--network", "o1", "--port", "80", "--vip", "10.64.0.2"],
+        "--vip: 10.64.0.2 is in use in network o2, whose subnet overlaps o1's: a VIP must be"
+        " free in both",
     ),
     (
         "vip-gateway",
