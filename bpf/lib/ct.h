@@ -105,7 +105,7 @@ static __always_inline struct nat_entry *ct_lookup(const struct nat_key *k, __u6
  * on k's network. */
 static __always_inline __u16 ct_pair_scope(const struct nat_key *k, const struct nat_entry *e)
 {
-	return e->ifindex ? (__u16)ep4_scope(ep4_iface_of(e->ifindex)) : k->scope;
+	return e->ifindex ? ep4_ifindex_scope(e->ifindex) : k->scope;
 }
 
 /* The key of the other direction's entry of e's connection (k is e's key). */

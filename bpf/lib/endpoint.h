@@ -50,19 +50,25 @@ static __always_inline const struct iface_info *ep4_iface(const struct __sk_buff
 	return ep4_iface_of(skb->ifindex);
 }
 
-/* The scope of the conntrack keys of ep's packets (nat_key.scope): what from_container
- * keys them with (its interface's scope) for a local endpoint, what from_overlay keys them
- * with (its network's) for one on another node. */
-static __always_inline __u32 ep4_ct_scope(const struct endpoint_info *ep)
+/* The scope from_container keys conntrack with for packets from host interface ifindex
+ * (nat_key.scope); 0 for no interface. */
+static __always_inline __u16 ep4_ifindex_scope(__u32 ifindex)
 {
-	return ep->ifindex ? ep4_scope(ep4_iface_of(ep->ifindex)) : ep4_net_scope(ep->network);
+	return ifindex ? (__u16)ep4_scope(ep4_iface_of(ifindex)) : 0;
+}
+
+/* The scope of the conntrack keys of ep's packets: what from_container keys them with (its
+ * interface's scope) for a local endpoint, what from_overlay keys them with (its network's)
+ * for one on another node. */
+static __always_inline __u16 ep4_ct_scope(const struct endpoint_info *ep)
+{
+	return ep->ifindex ? ep4_ifindex_scope(ep->ifindex) : (__u16)ep4_net_scope(ep->network);
 }
 
 /* Traffic between two local endpoints: the source must be the endpoint behind the
  * interface it came in on, and both must be on one network (Docker's isolation
  * between networks). An unknown source (not a local endpoint) is left to the stack's
  * rules. Returns 0 or a negative DROP_*. */
-
 static __always_inline int ep4_check_source(const struct __sk_buff *skb, __be32 saddr,
 					    const struct endpoint_info *dst,
 					    const struct iface_info *me)

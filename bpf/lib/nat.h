@@ -459,7 +459,7 @@ __attribute__((noinline)) int lb4_new(struct __sk_buff *skb, const struct nat_ke
 	ep = ep4_lookup(be.addr, ep4_net_scope(svc->network));
 	if (!ep)
 		return -DROP_LB_NOT_LOCAL;
-	rk.scope = (__u16)ep4_ct_scope(ep); /* the backend's replies */
+	rk.scope = ep4_ct_scope(ep); /* the backend's replies */
 
 	fwd.state = ct_initial_state(ct_tcp_flags(p));
 	fwd.expires = now + ct_timeout_ns(k->proto, fwd.state);
@@ -710,7 +710,7 @@ static __always_inline int nat4_dnat_new(const struct pkt *p, const struct host_
 	ok.dport = k->sport;
 	ok.proto = k->proto;
 	ok.dir = NAT_DIR_EGRESS;
-	ok.scope = (__u16)ep4_ct_scope(ep);
+	ok.scope = ep4_ct_scope(ep);
 	if (bpf_map_update_elem(&pydp_nat, &ok, &out, BPF_ANY))
 		return -DROP_CT_CREATE;
 	if (bpf_map_update_elem(&pydp_nat, k, in, BPF_ANY))
@@ -1106,7 +1106,7 @@ static __always_inline int nat4_two_stage(struct __sk_buff *skb, struct pkt *p,
 		if (!reply && (e->flags & NAT_F_MESH))
 			pk.scope = (__u16)e->ifindex;
 		else
-			pk.scope = e->ifindex ? (__u16)ep4_scope(ep4_iface_of(e->ifindex)) : 0;
+			pk.scope = ep4_ifindex_scope(e->ifindex);
 		pe = bpf_map_lookup_elem(&pydp_nat, &pk);
 		if (pe) {
 			pe->state = state;
